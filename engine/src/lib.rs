@@ -1,0 +1,2 @@
+//! Everything of Myriad that touches the world: executors, the per-core WAL,
+//! transport, state machines, snapshots and the client API.
