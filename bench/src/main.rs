@@ -4,6 +4,8 @@
 // The API that modes use: parts of it wait for the modes that need them.
 #[allow(dead_code)]
 mod args;
+#[allow(dead_code)]
+mod data_dir;
 mod format;
 mod modes;
 #[allow(dead_code)]

@@ -4,6 +4,7 @@
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value};
 
+use crate::data_dir::DataDir;
 use crate::progress::Progress;
 
 /// The slowest operation a latency histogram records exactly: a minute. Slower
@@ -111,5 +112,19 @@ impl RunContext {
             data_dir: None,
             progress: Progress::hidden(),
         }
+    }
+
+    /// The directory for WAL and snapshots: `--data-dir` (created if missing,
+    /// kept) or a temporary one, removed when the returned value drops. Warns
+    /// on stderr when it is on tmpfs, where fsync costs nothing.
+    pub fn open_data_dir(&self) -> anyhow::Result<DataDir> {
+        let dir = DataDir::open(self.data_dir.as_deref())?;
+        if dir.is_on_tmpfs() {
+            self.progress.note(&format!(
+                "warning: {} is on tmpfs: fsync and O_DIRECT figures from it are not a disk's",
+                dir.path().display()
+            ));
+        }
+        Ok(dir)
     }
 }

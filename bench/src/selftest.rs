@@ -39,6 +39,8 @@ pub fn run(args: &SelftestArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     let mut latency = latency_histogram();
     let mut ops = 0u64;
     let mut marked = false;
+    let data_dir = ctx.open_data_dir()?;
+    std::fs::write(data_dir.path().join("selftest.txt"), "synthetic run\n")?;
     ctx.progress
         .phase("selftest", "ops", Plan::For(args.duration));
     let started = Instant::now();

@@ -107,6 +107,21 @@ fn a_failing_mode_exits_nonzero_and_writes_nothing() {
 }
 
 #[test]
+fn data_dir_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = bench(&[
+        "selftest",
+        "--duration",
+        "100ms",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    assert!(data.join("selftest.txt").is_file());
+}
+
+#[test]
 fn quiet_runs_print_nothing_on_stderr() {
     let output = bench(&["selftest", "--duration", "600ms", "--quiet"]);
     assert!(output.status.success());
