@@ -47,7 +47,7 @@ struct Cli {
     /// The default write workload's shape (used when no mode is given).
     #[command(flatten)]
     write: modes::write::WriteArgs,
-    /// Write the JSON result (the fields of BENCH.md) to FILE; stdout keeps the human summary.
+    /// Write the JSON result (mode, config and every measured figure) to FILE; stdout keeps the human summary.
     #[arg(long, global = true, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Write a self-contained HTML report to FILE: throughput per second, latency by
