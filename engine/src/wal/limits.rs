@@ -1,0 +1,46 @@
+//! Every limit and fixed size of the WAL in one place, checked at compile time.
+
+/// Direct I/O unit: every write starts and ends on a block boundary.
+pub const BLOCK_BYTES: u64 = 4096;
+/// Records start at offsets that are multiples of this, so an archived batch
+/// can be accessed in place (rkyv roots need 8-byte alignment; 16 leaves room).
+pub const RECORD_ALIGN_BYTES: u64 = 16;
+/// Bytes at the start of each segment before its first record.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+/// Bytes of a record header.
+pub const RECORD_HEADER_BYTES: u64 = 32;
+/// Default size of a segment file.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 64 << 20;
+/// Smallest segment a WAL may be configured with (tests use small ones).
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 16 * BLOCK_BYTES;
+/// Largest segment: record offsets are kept as u32 in the in-memory index.
+pub const SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 31;
+/// Upper bound of one write (several records of group commit together).
+pub const WRITE_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Smallest write buffer allocated; buffers adapt to the recent write size.
+pub const WRITE_BUFFER_BYTES_MIN: usize = 16 << 10;
+/// Bytes of recent writes kept in memory to serve reads without the disk.
+pub const CACHE_BYTES_MAX_DEFAULT: usize = 32 << 20;
+/// Writes in flight at once (the pipeline: one being written, one syncing).
+pub const WRITES_IN_FLIGHT_MAX: usize = 2;
+/// Segments beyond which `purge` starts rewriting lagging groups forward.
+pub const SEGMENTS_SOFT_MAX_DEFAULT: usize = 8;
+
+const _: () = assert!(BLOCK_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT % BLOCK_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % BLOCK_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
+const _: () = assert!(WRITE_BUFFER_BYTES_MIN as u64 % BLOCK_BYTES == 0);
+const _: () = assert!(WRITE_BYTES_MAX_DEFAULT as u64 % BLOCK_BYTES == 0);
+
+/// Rounds `v` up to a multiple of `align` (a power of two).
+pub const fn align_up(v: u64, align: u64) -> u64 {
+    (v + align - 1) & !(align - 1)
+}
+
+/// Rounds `v` down to a multiple of `align` (a power of two).
+pub const fn align_down(v: u64, align: u64) -> u64 {
+    v & !(align - 1)
+}

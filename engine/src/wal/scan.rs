@@ -1,0 +1,320 @@
+//! Reading a whole WAL in order and judging every byte: which records are
+//! valid, where the log ends, and whether a defect is a torn tail (truncate) or
+//! lost data (refuse). Pure logic over segment images; recovery and
+//! `myriad-log` both drive it, so they can never disagree.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rkyv::util::AlignedVec;
+
+use super::batch::ArchivedBatch;
+use super::format::{parse_segment_file_name, record_at, segment_file_name, Record, RecordDefect};
+use super::format::{SegmentHeader, SegmentHeaderDefect};
+use super::limits::{align_up, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use super::types::{RecordSeq, SegmentSeq};
+
+/// A segment image in memory, aligned so archived batches can be read in place.
+pub type Image = AlignedVec<16>;
+
+/// Where segment images come from: a directory, or a simulated disk.
+pub trait SegmentSource {
+    /// Segments present, in any order.
+    fn list(&self) -> io::Result<Vec<SegmentSeq>>;
+    /// Reads the whole segment into `image` (replacing its contents).
+    fn read(&self, segment: SegmentSeq, image: &mut Image) -> io::Result<()>;
+    /// The path to name in errors.
+    fn path(&self, segment: SegmentSeq) -> PathBuf;
+}
+
+/// Segments in a directory, read with plain buffered reads: never writes,
+/// takes no lock, so it works beside a running node.
+pub struct DirSource {
+    pub dir: PathBuf,
+}
+
+impl SegmentSource for DirSource {
+    fn list(&self) -> io::Result<Vec<SegmentSeq>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(seg) = name.to_str().and_then(parse_segment_file_name) {
+                out.push(seg);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self, segment: SegmentSeq, image: &mut Image) -> io::Result<()> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(self.path(segment))?;
+        let len = file.metadata()?.len() as usize;
+        image.clear();
+        image.resize(len, 0);
+        let mut filled = 0;
+        while filled < len {
+            let n = file.read(&mut image[filled..])?;
+            if n == 0 {
+                break; // The file shrank while we read it: keep what we have.
+            }
+            filled += n;
+        }
+        image.resize(filled, 0);
+        Ok(())
+    }
+
+    fn path(&self, segment: SegmentSeq) -> PathBuf {
+        self.dir.join(segment_file_name(segment))
+    }
+}
+
+/// Why a WAL cannot be opened as it is. Never produced by a torn tail.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{dir}: segment {missing} is missing between existing segments")]
+    MissingSegment { dir: PathBuf, missing: SegmentSeq },
+    #[error("{path}: corrupt at offset {offset_bytes}: {what}")]
+    Corrupt {
+        path: PathBuf,
+        offset_bytes: u64,
+        what: String,
+    },
+}
+
+fn corrupt(path: &Path, offset_bytes: u64, what: impl Into<String>) -> ScanError {
+    ScanError::Corrupt {
+        path: path.to_owned(),
+        offset_bytes,
+        what: what.into(),
+    }
+}
+
+/// What one used segment held.
+#[derive(Clone, Debug)]
+pub struct SegmentSummary {
+    pub segment: SegmentSeq,
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub header: SegmentHeader,
+    pub records: u64,
+    /// Seq of the last valid record, or `first_record_seq - 1` when none.
+    pub last_seq: RecordSeq,
+    /// Offset after the last valid record.
+    pub end_offset_bytes: u64,
+    /// Why scanning stopped at `end_offset_bytes` (none: end of file).
+    pub stop: Option<String>,
+}
+
+/// The whole WAL as found.
+#[derive(Clone, Debug, Default)]
+pub struct ScanReport {
+    /// Segments with a valid header, in order.
+    pub used: Vec<SegmentSummary>,
+    /// Segments after the last used one whose header was never written.
+    pub unused: Vec<SegmentSeq>,
+    /// The seq the next record gets.
+    pub next_seq: RecordSeq,
+    /// In the last used segment: end of the last block after the log's end
+    /// holding non-zero bytes (torn writes to clear before appending), if any.
+    pub dirty_end_bytes: Option<u64>,
+    /// Bytes of the last used segment from the block holding its end up to
+    /// the end: kept so the first write can rewrite that block.
+    pub tail_block: Vec<u8>,
+}
+
+/// Calls `visit` for every valid record of the WAL, in order, after checking
+/// its CRC, sequence and archive. Stops the log at a torn tail of the last
+/// used segment; any other defect is a `ScanError` naming file and offset.
+pub fn scan_wal<S, F>(src: &S, mut visit: F) -> Result<ScanReport, ScanError>
+where
+    S: SegmentSource,
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+{
+    let segments = sorted_contiguous(src)?;
+    let mut report = ScanReport {
+        next_seq: RecordSeq(1),
+        ..ScanReport::default()
+    };
+    let mut image = Image::new();
+    let mut last_image = Image::new();
+    for &segment in &segments {
+        let path = src.path(segment);
+        src.read(segment, &mut image)
+            .map_err(|source| ScanError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let header = match SegmentHeader::decode(&image) {
+            Ok(h) => h,
+            Err(defect) => {
+                report.unused.push(segment);
+                note_unused(&path, defect)?;
+                continue;
+            }
+        };
+        if let Some(first_unused) = report.unused.first() {
+            let what = format!("segment header unreadable although segment {segment} follows");
+            return Err(corrupt(&src.path(*first_unused), 0, what));
+        }
+        check_header(&path, segment, &header, image.len() as u64)?;
+        if let Some(prev) = report.used.last() {
+            check_continuity(prev, &header)?;
+        }
+        let summary = scan_segment(segment, &path, header, &image, &mut visit)?;
+        report.next_seq = summary.last_seq.next();
+        report.used.push(summary);
+        std::mem::swap(&mut image, &mut last_image);
+    }
+    if let Some(last) = report.used.last() {
+        check_tail(last, &last_image)?;
+        report.dirty_end_bytes = dirty_end(&last_image, last.end_offset_bytes);
+        let block = last.end_offset_bytes / BLOCK_BYTES * BLOCK_BYTES;
+        report.tail_block = last_image[block as usize..last.end_offset_bytes as usize].to_vec();
+    }
+    Ok(report)
+}
+
+fn sorted_contiguous<S: SegmentSource>(src: &S) -> Result<Vec<SegmentSeq>, ScanError> {
+    let dir = src
+        .path(SegmentSeq(0))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let mut segments = src.list().map_err(|source| ScanError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    segments.sort_unstable();
+    for pair in segments.windows(2) {
+        if pair[1] != pair[0].next() {
+            return Err(ScanError::MissingSegment {
+                dir,
+                missing: pair[0].next(),
+            });
+        }
+    }
+    Ok(segments)
+}
+
+fn note_unused(path: &Path, defect: SegmentHeaderDefect) -> Result<(), ScanError> {
+    match defect {
+        // An unwritten header: a preallocated segment, or one whose first write tore.
+        SegmentHeaderDefect::Magic | SegmentHeaderDefect::Crc => Ok(()),
+        SegmentHeaderDefect::Version(_) => Err(corrupt(path, 0, defect.to_string())),
+    }
+}
+
+fn check_header(
+    path: &Path,
+    segment: SegmentSeq,
+    h: &SegmentHeader,
+    len: u64,
+) -> Result<(), ScanError> {
+    if h.segment != segment {
+        return Err(corrupt(
+            path,
+            0,
+            format!("header names segment {}", h.segment),
+        ));
+    }
+    if h.segment_size_bytes > len {
+        let what = format!("file is {len} bytes, header says {}", h.segment_size_bytes);
+        return Err(corrupt(path, 0, what));
+    }
+    Ok(())
+}
+
+fn check_continuity(prev: &SegmentSummary, next: &SegmentHeader) -> Result<(), ScanError> {
+    if next.first_record_seq == prev.last_seq.next() {
+        return Ok(());
+    }
+    let stop = prev.stop.clone().unwrap_or_else(|| "end of segment".into());
+    let what = format!(
+        "{stop}; records {} to {} are missing (next segment starts at record {})",
+        prev.last_seq.next(),
+        RecordSeq(next.first_record_seq.0.saturating_sub(1)),
+        next.first_record_seq
+    );
+    Err(corrupt(&prev.path, prev.end_offset_bytes, what))
+}
+
+fn scan_segment<F>(
+    segment: SegmentSeq,
+    path: &Path,
+    header: SegmentHeader,
+    image: &[u8],
+    visit: &mut F,
+) -> Result<SegmentSummary, ScanError>
+where
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+{
+    let image = &image[..header.segment_size_bytes as usize];
+    let mut expected = header.first_record_seq;
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut records = 0;
+    let stop = loop {
+        if offset >= image.len() as u64 {
+            break None;
+        }
+        let record = match record_at(image, offset) {
+            Ok(r) => r,
+            Err(defect) => break Some(defect.to_string()),
+        };
+        if record.header.seq != expected {
+            break Some(format!(
+                "record seq {} where {expected} was expected",
+                record.header.seq
+            ));
+        }
+        let batch = match record.batch() {
+            Ok(b) => b,
+            Err(defect) => break Some(RecordDefect::Body(defect).to_string()),
+        };
+        visit(segment, &record, batch)?;
+        records += 1;
+        expected = expected.next();
+        offset = record.next_offset();
+    };
+    Ok(SegmentSummary {
+        segment,
+        path: path.to_owned(),
+        file_bytes: image.len() as u64,
+        header,
+        records,
+        last_seq: RecordSeq(expected.0 - 1),
+        end_offset_bytes: offset,
+        stop,
+    })
+}
+
+/// After the end of the last segment, a record that had already seen the
+/// missing one reported durable proves data was lost, not torn.
+fn check_tail(last: &SegmentSummary, image: &[u8]) -> Result<(), ScanError> {
+    let Some(stop) = &last.stop else {
+        return Ok(());
+    };
+    let expected = last.last_seq.next();
+    let image = &image[..last.header.segment_size_bytes as usize];
+    let mut block = align_up(last.end_offset_bytes + 1, BLOCK_BYTES);
+    while block < image.len() as u64 {
+        if let Ok(record) = record_at(image, block) {
+            if record.header.synced_seq >= expected {
+                let what = format!(
+                    "{stop}; record {} at offset {block} was written after record {expected} was durable",
+                    record.header.seq
+                );
+                return Err(corrupt(&last.path, last.end_offset_bytes, what));
+            }
+        }
+        block += BLOCK_BYTES;
+    }
+    Ok(())
+}
+
+fn dirty_end(image: &[u8], end: u64) -> Option<u64> {
+    let tail = image.get(end as usize..)?;
+    let last_nonzero = tail.iter().rposition(|&b| b != 0)? as u64 + end;
+    Some(align_up(last_nonzero + 1, BLOCK_BYTES))
+}

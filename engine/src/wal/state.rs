@@ -1,0 +1,192 @@
+//! The WAL handle and its shared state. A `Wal` belongs to one core: clones
+//! are cheap handles used by that core's tasks; nothing here is `Send`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use super::cache::Cache;
+use super::error::WalError;
+use super::index::Index;
+use super::io::{SyncMode, WalIo};
+use super::limits::{
+    BLOCK_BYTES, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, WRITE_BYTES_MAX_DEFAULT,
+};
+use super::limits::{
+    CACHE_BYTES_MAX_DEFAULT, SEGMENTS_SOFT_MAX_DEFAULT, SEGMENT_SIZE_BYTES_DEFAULT,
+};
+use super::types::{RecordSeq, SegmentSeq};
+use super::writer::{Sealed, Writer};
+
+/// How a WAL is laid out and paced.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    pub segment_size_bytes: u64,
+    /// Largest single write (group commit stops adding records there).
+    pub write_bytes_max: usize,
+    /// Recent writes kept in memory for reads.
+    pub cache_bytes_max: usize,
+    pub sync_mode: SyncMode,
+    /// Segments kept before `purge` rewrites lagging groups forward.
+    pub segments_soft_max: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
+            write_bytes_max: WRITE_BYTES_MAX_DEFAULT,
+            cache_bytes_max: CACHE_BYTES_MAX_DEFAULT,
+            sync_mode: SyncMode::Fdatasync,
+            segments_soft_max: SEGMENTS_SOFT_MAX_DEFAULT,
+        }
+    }
+}
+
+impl WalOptions {
+    pub fn check(&self) -> Result<(), WalError> {
+        let size = self.segment_size_bytes;
+        if size % BLOCK_BYTES != 0
+            || !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
+        {
+            return Err(WalError::Options(format!(
+                "segment_size_bytes {size} must be a multiple of {BLOCK_BYTES} in \
+                 {SEGMENT_SIZE_BYTES_MIN}..={SEGMENT_SIZE_BYTES_MAX}"
+            )));
+        }
+        if self.write_bytes_max as u64 % BLOCK_BYTES != 0 || self.write_bytes_max == 0 {
+            return Err(WalError::Options(
+                "write_bytes_max must be a positive multiple of 4096".into(),
+            ));
+        }
+        if self.segments_soft_max < 2 {
+            return Err(WalError::Options(
+                "segments_soft_max must be at least 2".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters since open, for benchmarks and tools.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub records: u64,
+    pub writes: u64,
+    pub syncs: u64,
+    pub bytes_written: u64,
+    pub segments_created: u64,
+    pub segments_removed: u64,
+    pub cache_misses: u64,
+}
+
+/// A wake-up flag for one waiting task.
+#[derive(Default)]
+pub(super) struct Signal {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A write handed to the device; `done` once it completed.
+pub(super) struct InFlight<B> {
+    pub write: Sealed<B>,
+    pub done: bool,
+}
+
+pub(super) struct State<B> {
+    pub writer: Writer<B>,
+    pub index: Index,
+    pub cache: Cache<B>,
+    /// Writes issued and not yet durable, in issue order.
+    pub in_flight: VecDeque<InFlight<B>>,
+    pub durable_seq: RecordSeq,
+    /// Every segment up to this one exists at full size.
+    pub prepared_upto: SegmentSeq,
+    /// Oldest segment file that exists.
+    pub first_segment: SegmentSeq,
+    pub failed: Option<Rc<WalError>>,
+    pub closing: bool,
+    pub stats: WalStats,
+    pub durable_wakers: Vec<Waker>,
+}
+
+pub(super) struct Inner<I: WalIo> {
+    pub io: I,
+    pub opts: WalOptions,
+    pub st: RefCell<State<I::Buf>>,
+    pub writer_wake: Signal,
+    pub syncer_wake: Signal,
+    pub preparer_wake: Signal,
+    pub prepared: Signal,
+    pub tasks: RefCell<Vec<glommio::Task<()>>>,
+}
+
+/// A per-core write-ahead log shared by all the groups of the core.
+pub struct Wal<I: WalIo = super::io::DmaIo> {
+    pub(super) inner: Rc<Inner<I>>,
+}
+
+impl<I: WalIo> Clone for Wal<I> {
+    fn clone(&self) -> Self {
+        Wal {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<I: WalIo> Inner<I> {
+    /// Marks the WAL failed: every waiter and every later append gets `err`.
+    pub fn fail(&self, err: WalError) {
+        let mut st = self.st.borrow_mut();
+        if st.failed.is_none() {
+            tracing::error!("WAL failed: {err}");
+            st.failed = Some(Rc::new(err));
+        }
+        for w in st.durable_wakers.drain(..) {
+            w.wake();
+        }
+        drop(st);
+        self.writer_wake.notify();
+        self.syncer_wake.notify();
+        self.preparer_wake.notify();
+        self.prepared.notify();
+    }
+
+    /// Resolves once `seq` is durable (and applied to the index).
+    pub async fn wait_durable(&self, seq: RecordSeq) -> Result<(), WalError> {
+        poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            if st.durable_seq >= seq {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = &st.failed {
+                return Poll::Ready(Err(WalError::Failed(e.clone())));
+            }
+            st.durable_wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
