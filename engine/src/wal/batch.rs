@@ -151,6 +151,16 @@ impl Batch {
         self.payload.len()
     }
 
+    /// Every group this batch changes (with repeats).
+    pub fn groups_touched(&self) -> impl Iterator<Item = GroupId> + '_ {
+        let entries = self.entries.iter().map(|e| e.group);
+        let states = self.hard_states.iter().map(|h| h.group);
+        let truncations = self.truncations.iter().map(|t| t.group);
+        let compactions = self.compactions.iter().map(|c| c.group);
+        let removals = self.removals.iter().copied();
+        entries.chain(states).chain(truncations).chain(compactions).chain(removals).map(GroupId)
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
         self.entries.iter().map(|m| EntryRef {
             group: GroupId(m.group),

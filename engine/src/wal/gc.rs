@@ -1,12 +1,18 @@
 //! Keeping disk use bounded: delete segments that no group needs any more,
 //! and when too many remain, copy the live data of the groups pinning the
 //! oldest ones forward (a rewrite) so those can go too.
+//!
+//! A rewrite record must describe its groups exactly as they are at its place
+//! in the log. So the rewrite starts once everything submitted before it is
+//! durable, snapshots its groups, and leaves out any group that a batch
+//! submitted meanwhile touched (it is retried by the next purge).
 
 use super::batch::Batch;
 use super::error::WalError;
 use super::io::WalIo;
+use super::read::Entry;
 use super::state::Wal;
-use super::types::{GroupId, LogIndex, SegmentSeq};
+use super::types::{GroupId, HardState, LogIndex, RecordSeq, SegmentSeq};
 
 /// What one `purge` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,9 +25,11 @@ pub struct PurgeReport {
 /// What a group keeps in segments `<= cut`, to copy forward.
 struct Pinned {
     group: GroupId,
-    /// Entries `first..=last` live in segments `<= cut` (empty when first > last).
+    /// Entries `first..=last` live in segments `<= cut` (none when first > last).
     first: LogIndex,
     last: LogIndex,
+    hard_state: Option<HardState>,
+    compacted: Option<LogIndex>,
 }
 
 impl<I: WalIo> Wal<I> {
@@ -30,7 +38,9 @@ impl<I: WalIo> Wal<I> {
     pub async fn purge(&self) -> Result<PurgeReport, WalError> {
         let mut report = PurgeReport::default();
         if let Some(cut) = self.rewrite_cut() {
-            self.rewrite(cut, &mut report).await?;
+            let result = self.rewrite(cut, &mut report).await;
+            self.inner.st.borrow_mut().rewriting = None;
+            result?;
         }
         report.segments_removed = self.remove_unneeded().await?;
         Ok(report)
@@ -41,11 +51,12 @@ impl<I: WalIo> Wal<I> {
         let head = st.writer.head_segment();
         let count = (head.0 + 1).saturating_sub(st.first_segment.0) as usize;
         let keep = (self.inner.opts.segments_soft_max / 2) as u64;
-        (count > self.inner.opts.segments_soft_max).then(|| SegmentSeq(head.0 - keep))
+        (count > self.inner.opts.segments_soft_max && st.rewriting.is_none()).then(|| SegmentSeq(head.0 - keep))
     }
 
-    fn pinned(&self, cut: SegmentSeq) -> Vec<Pinned> {
-        let st = self.inner.st.borrow();
+    /// Snapshots the groups pinning segments `<= cut` and starts watching them.
+    fn pin(&self, cut: SegmentSeq) -> Vec<Pinned> {
+        let mut st = self.inner.st.borrow_mut();
         let mut out: Vec<Pinned> = st
             .index
             .groups
@@ -53,86 +64,98 @@ impl<I: WalIo> Wal<I> {
             .filter(|(_, log)| log.oldest_segment().is_some_and(|s| s <= cut))
             .map(|(&group, log)| {
                 let last = log.spans.iter().take_while(|s| s.segment <= cut).last();
-                let last = last.map_or(LogIndex(0), |s| s.last());
                 Pinned {
                     group,
                     first: log.first_index(),
-                    last,
+                    last: last.map_or(LogIndex(0), |s| s.last()),
+                    hard_state: log.hard_state.filter(|(_, s)| *s <= cut).map(|(h, _)| h),
+                    compacted: log.compact_segment.filter(|s| *s <= cut).map(|_| log.compacted),
                 }
             })
             .collect();
         out.sort_unstable_by_key(|p| p.group);
+        st.rewriting = Some(out.iter().map(|p| (p.group, false)).collect());
         out
     }
 
     async fn rewrite(&self, cut: SegmentSeq, report: &mut PurgeReport) -> Result<(), WalError> {
+        let before = RecordSeq(self.inner.st.borrow().writer.next_seq().0 - 1);
+        self.wait_durable(before).await?;
         let bytes_max = self.inner.opts.write_bytes_max / 2;
-        let mut batch = Batch::new();
-        for pinned in self.pinned(cut) {
-            self.copy_group(&pinned, cut, &mut batch).await?;
-            report.groups_rewritten += 1;
-            if batch.payload_bytes() >= bytes_max {
-                report.entries_rewritten += batch.entry_count() as u64;
-                self.append_rewrite(&mut batch, cut).await?;
+        let mut chunk: Vec<(Pinned, Vec<Entry>)> = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut last = None;
+        for pinned in self.pin(cut) {
+            let copies = if pinned.first <= pinned.last {
+                let hi = LogIndex(pinned.last.0 + 1);
+                match self.entries(pinned.group, pinned.first, hi).await {
+                    Ok(copies) => copies,
+                    Err(_) if self.touched(pinned.group) => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                Vec::new()
+            };
+            chunk_bytes += copies.iter().map(|e| e.payload.len()).sum::<usize>();
+            chunk.push((pinned, copies));
+            if chunk_bytes >= bytes_max {
+                last = self.submit_rewrite(&mut chunk, cut, report)?.or(last);
+                chunk_bytes = 0;
             }
         }
-        report.entries_rewritten += batch.entry_count() as u64;
-        self.append_rewrite(&mut batch, cut).await
+        last = self.submit_rewrite(&mut chunk, cut, report)?.or(last);
+        match last {
+            Some(seq) => self.wait_durable(seq).await,
+            None => Ok(()),
+        }
     }
 
-    async fn append_rewrite(&self, batch: &mut Batch, cut: SegmentSeq) -> Result<(), WalError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        batch.set_rewrite_cut(cut.0);
-        self.append(batch).await?;
-        batch.clear();
-        Ok(())
-    }
-
-    async fn copy_group(
-        &self,
-        p: &Pinned,
-        cut: SegmentSeq,
-        batch: &mut Batch,
-    ) -> Result<(), WalError> {
-        if p.first <= p.last {
-            let hi = LogIndex(p.last.0 + 1);
-            self.read_entries(p.group, p.first, hi, |e| {
-                batch.push_entry(e.group, e.term, e.index, e.payload)
-            })
-            .await?;
-        }
+    fn touched(&self, group: GroupId) -> bool {
         let st = self.inner.st.borrow();
-        let Some(log) = st.index.groups.get(&p.group) else {
-            return Ok(());
-        };
-        if let Some((state, seg)) = log.hard_state {
-            if seg <= cut {
+        st.rewriting.as_ref().and_then(|r| r.get(&group).copied()).unwrap_or(true)
+    }
+
+    /// Submits the untouched groups of `chunk` as one rewrite record.
+    fn submit_rewrite(
+        &self,
+        chunk: &mut Vec<(Pinned, Vec<Entry>)>,
+        cut: SegmentSeq,
+        report: &mut PurgeReport,
+    ) -> Result<Option<RecordSeq>, WalError> {
+        let mut batch = Batch::new();
+        for (p, copies) in chunk.drain(..) {
+            if self.touched(p.group) {
+                continue;
+            }
+            for e in &copies {
+                batch.push_entry(e.group, e.term, e.index, &e.payload);
+            }
+            if let Some(state) = p.hard_state {
                 batch.set_hard_state(p.group, state);
             }
+            if let Some(index) = p.compacted {
+                batch.compact(p.group, index);
+            }
+            report.groups_rewritten += 1;
+            report.entries_rewritten += copies.len() as u64;
         }
-        if log.compact_segment.is_some_and(|s| s <= cut) {
-            batch.compact(p.group, log.compacted);
+        if batch.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        batch.set_rewrite_cut(cut.0);
+        let rewriting = self.inner.st.borrow_mut().rewriting.take();
+        let seq = self.submit(&batch);
+        self.inner.st.borrow_mut().rewriting = rewriting;
+        seq.map(Some)
     }
 
     /// The oldest segment still needed by a group or by a write in flight.
     fn needed_from(&self) -> SegmentSeq {
         let st = self.inner.st.borrow();
-        let groups = st
-            .index
-            .groups
-            .values()
-            .filter_map(|g| g.oldest_segment())
-            .min();
+        let groups = st.index.groups.values().filter_map(|g| g.oldest_segment()).min();
         let writing = st.in_flight.front().map(|f| f.write.segment);
-        [groups, writing, Some(st.writer.head_segment())]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("head is Some")
+        let head = st.writer.head_segment();
+        [groups, writing].into_iter().flatten().fold(head, SegmentSeq::min)
     }
 
     async fn remove_unneeded(&self) -> Result<u64, WalError> {
@@ -146,11 +169,7 @@ impl<I: WalIo> Wal<I> {
             // Oldest first: a crash part-way leaves a contiguous range.
             if let Err(source) = self.inner.io.remove(segment).await {
                 if source.kind() != std::io::ErrorKind::NotFound {
-                    return Err(WalError::Io {
-                        op: "removing",
-                        path: self.inner.io.path(segment),
-                        source,
-                    });
+                    return Err(WalError::Io { op: "removing", path: self.inner.io.path(segment), source });
                 }
             }
             let mut st = self.inner.st.borrow_mut();

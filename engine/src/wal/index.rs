@@ -228,8 +228,10 @@ impl Index {
         }
     }
 
-    /// A rewrite moves entries and states that still live in segments `<= cut`
-    /// to the new record; anything changed since is newer and stays.
+    /// A rewrite holds, for each of its groups, everything that group kept in
+    /// segments `<= cut` when the rewrite was built; no record between then
+    /// and this one touched those groups (see `gc`). So it replaces that part
+    /// whole, whether or not the old segments still exist.
     fn apply_rewrite(&mut self, batch: &ArchivedBatch, cut: SegmentSeq, at: &mut SpanAt) {
         let mut slot = 0;
         let n = batch.entry_count();
@@ -239,32 +241,20 @@ impl Index {
             while slot < n && batch.entry(slot).group == group {
                 slot += 1;
             }
-            if let Some(log) = self.groups.get_mut(&group) {
-                relocate(log, batch, run_start..slot, cut, at);
-            }
+            relocate(self.groups.entry(group).or_default(), batch, run_start..slot, cut, at);
         }
         for (group, state) in batch.hard_states() {
-            let Some(log) = self.groups.get_mut(&group) else {
-                continue;
-            };
-            if log.hard_state.is_some_and(|(_, seg)| seg <= cut) {
-                log.hard_state = Some((state, at.segment));
-            }
+            self.groups.entry(group).or_default().hard_state = Some((state, at.segment));
         }
         for (group, index) in batch.compactions() {
-            let Some(log) = self.groups.get_mut(&group) else {
-                continue;
-            };
-            if log.compact_segment.is_some_and(|seg| seg <= cut) {
-                log.compact(index);
-                log.compact_segment = Some(at.segment);
-            }
+            let log = self.groups.entry(group).or_default();
+            log.compact(index);
+            log.compact_segment = Some(at.segment);
         }
     }
 }
 
-/// Replaces the group's leading spans in segments `<= cut` by the copies in
-/// `slots` of the rewrite record, if the copies cover them.
+/// Replaces the group's spans in segments `<= cut` by the copies in `slots`.
 fn relocate(
     log: &mut GroupLog,
     batch: &ArchivedBatch,
@@ -272,25 +262,17 @@ fn relocate(
     cut: SegmentSeq,
     at: &mut SpanAt,
 ) {
-    let old = log.spans.iter().take_while(|s| s.segment <= cut).count();
-    if old == 0 {
-        return;
-    }
-    let (lo, hi) = (log.spans[0].first, log.spans[old - 1].last());
-    let copy_first = batch.entry(slots.start).index;
-    let copy_last = batch.entry(slots.end - 1).index;
-    let contiguous = copy_last.0 - copy_first.0 + 1 == slots.len() as u64;
-    if !contiguous || lo < copy_first || hi > copy_last {
-        return; // Not a copy of these entries: keep the originals.
-    }
     let mut fresh = GroupLog::default();
-    let start = slots.start + (lo.0 - copy_first.0) as usize;
-    for slot in start..=start + (hi.0 - lo.0) as usize {
+    for slot in slots {
         let e = batch.entry(slot);
         at.slot = slot as u32;
         fresh.append(e.index, e.term, at);
     }
+    let old = log.spans.iter().take_while(|s| s.segment <= cut).count();
     log.spans.drain(..old);
+    if let (Some(copy), Some(newer)) = (fresh.spans.back(), log.spans.front()) {
+        debug_assert_eq!(copy.last().0 + 1, newer.first.0, "rewrite copies adjoin newer spans");
+    }
     for span in fresh.spans.into_iter().rev() {
         log.spans.push_front(span);
     }

@@ -70,6 +70,13 @@ impl<I: WalIo> Wal<I> {
         if let Some(e) = &st.failed {
             return Err(WalError::Failed(e.clone()));
         }
+        if let Some(rewriting) = &mut st.rewriting {
+            for group in batch.groups_touched() {
+                if let Some(dirty) = rewriting.get_mut(&group) {
+                    *dirty = true;
+                }
+            }
+        }
         let synced = st.durable_seq;
         let seq = st.writer.encode(batch, synced, |len| inner.io.alloc(len))?;
         st.stats.records += 1;

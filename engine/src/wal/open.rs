@@ -64,6 +64,7 @@ impl<I: WalIo> Wal<I> {
             closing: false,
             stats: WalStats::default(),
             durable_wakers: Vec::new(),
+            rewriting: None,
         };
         let inner = Rc::new(Inner {
             io,

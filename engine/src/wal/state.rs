@@ -130,6 +130,9 @@ pub(super) struct State<B> {
     pub closing: bool,
     pub stats: WalStats,
     pub durable_wakers: Vec<Waker>,
+    /// While a rewrite is built: its groups, and whether a batch submitted
+    /// since touched them (then their copies are stale and left out).
+    pub rewriting: Option<super::index::GroupMap<bool>>,
 }
 
 pub(super) struct Inner<I: WalIo> {
