@@ -1,0 +1,129 @@
+//! Messages exchanged between the replicas of one group. Every input from a
+//! peer is one of these; the engine carries them (batched per peer) and hands
+//! them back through `RawNode::step`.
+
+use bytes::Bytes;
+
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's term (for pre-votes: the term it would campaign in).
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Leader → follower: entries after (`prev_index`, `prev_term`).
+    Append {
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+    },
+    /// Follower → leader. Accepted: the follower's log matches up to `index`.
+    /// Rejected: `index` is the rejected `prev_index`, `hint` a guess of the
+    /// longest matching prefix so the leader can back off in one step.
+    AppendResponse {
+        index: LogIndex,
+        reject: Option<RejectHint>,
+    },
+    /// Candidate → voter. `pre` marks a pre-vote (nobody's term changes);
+    /// `transfer` marks a campaign forced by leadership transfer, which voters
+    /// honour even though they heard from a leader recently.
+    RequestVote {
+        pre: bool,
+        transfer: bool,
+        last_index: LogIndex,
+        last_term: Term,
+    },
+    VoteResponse {
+        pre: bool,
+        granted: bool,
+    },
+    /// Leader → follower. `round` numbers the leader's heartbeat rounds; the
+    /// echo in the response confirms leadership for reads and the lease.
+    Heartbeat {
+        commit: LogIndex,
+        round: u64,
+    },
+    HeartbeatResponse {
+        round: u64,
+    },
+    /// Leader → follower: one chunk of a snapshot; `offset` is the chunk's
+    /// position in the snapshot data, `last` marks the final chunk.
+    SnapshotChunk {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        last: bool,
+    },
+    /// Follower → leader: chunks up to `next_offset` were received; `done`
+    /// when the snapshot was installed; `reject` when the transfer must restart.
+    SnapshotResponse {
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+        reject: bool,
+    },
+    /// Leader → transfer target: campaign now, ignoring the election timer.
+    TimeoutNow,
+    /// Follower → leader: a read request to confirm via the leader.
+    ReadIndex {
+        request_id: u64,
+    },
+    /// Leader → follower: the read may be served once `index` is applied.
+    ReadIndexResponse {
+        request_id: u64,
+        index: LogIndex,
+    },
+}
+
+/// The rejecting follower's guess of where its log last agrees with the
+/// leader's: its entry at `index` has `term`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectHint {
+    pub index: LogIndex,
+    pub term: Term,
+}
+
+impl MessageBody {
+    /// Whether a message of this kind depends only on state that is already
+    /// durable when it is produced, and may leave before the `Ready` that
+    /// carries it is persisted. Leader traffic qualifies: a leader's term and
+    /// vote were durable before it could win, and its own entries count
+    /// toward commit only once persisted. Everything a follower or candidate
+    /// says (votes, acks) must wait for its `Ready` to be durable.
+    pub fn may_send_before_persist(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::SnapshotChunk { .. }
+                | MessageBody::TimeoutNow
+                | MessageBody::ReadIndexResponse { .. }
+        )
+    }
+
+    /// A short name for logs and test traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MessageBody::Append { .. } => "Append",
+            MessageBody::AppendResponse { .. } => "AppendResponse",
+            MessageBody::RequestVote { pre: true, .. } => "PreVote",
+            MessageBody::RequestVote { .. } => "RequestVote",
+            MessageBody::VoteResponse { pre: true, .. } => "PreVoteResponse",
+            MessageBody::VoteResponse { .. } => "VoteResponse",
+            MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+            MessageBody::SnapshotChunk { .. } => "SnapshotChunk",
+            MessageBody::SnapshotResponse { .. } => "SnapshotResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+        }
+    }
+}
