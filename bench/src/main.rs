@@ -1,6 +1,7 @@
 //! `myriad-bench`: the load generator. Its flags and JSON output are the
 //! public contract of shared/BENCH.md.
 
+mod alloc_count;
 // The API that modes use: parts of it wait for the modes that need them.
 #[allow(dead_code)]
 mod args;
@@ -30,7 +31,7 @@ use process_stats::ProcessStats;
 use progress::{Display, Progress};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub(crate) static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc::new();
 
 #[derive(Parser, Debug)]
 #[command(

@@ -35,7 +35,8 @@ pub struct Config {
     pub snapshot_chunks_inflight: u64,
     /// A learner may be promoted only when it is at most this far behind.
     pub promote_lag_entries_max: u64,
-    /// Seed of the replica's election-timeout randomness.
+    /// Seed of the replica's election-timeout randomness (`RawNode::new`;
+    /// `RawNode::new_shared` takes one per group instead).
     pub seed: u64,
 }
 

@@ -4,10 +4,12 @@
 //!
 //! Module map: `raft` is the protocol; `node` the caller's API; `log` the
 //! replicated log over a `storage::Storage`; `tracker`, `quorum` and
-//! `confchange` are pure bookkeeping and arithmetic; `limits` holds every bound.
+//! `confchange` are pure bookkeeping and arithmetic; `limits` holds every bound;
+//! `harness` drives many in-memory groups for benchmarks.
 
 pub mod confchange;
 pub mod config;
+pub mod harness;
 pub mod limits;
 pub mod log;
 pub mod message;

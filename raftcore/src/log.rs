@@ -11,7 +11,7 @@ use crate::types::{Entry, LogIndex, Snapshot, Term};
 /// offset + entries.len()`; with a snapshot, `offset == snapshot.index + 1`.
 #[derive(Debug)]
 struct Unstable {
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Box<Snapshot>>,
     snapshot_handed_out: bool,
     entries: Vec<Entry>,
     offset: LogIndex,
@@ -258,7 +258,7 @@ impl<S: Storage> RaftLog<S> {
             return None;
         }
         self.unstable.snapshot_handed_out = true;
-        self.unstable.snapshot.clone()
+        self.unstable.snapshot.as_deref().cloned()
     }
 
     /// The entries up to (`index`, `term`) are durable. Ignored when the
@@ -295,7 +295,7 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.entries = Vec::new();
         self.unstable.offset = index.next();
         self.unstable.handed_out = index.next();
-        self.unstable.snapshot = Some(snapshot);
+        self.unstable.snapshot = Some(Box::new(snapshot));
         self.unstable.snapshot_handed_out = false;
     }
 

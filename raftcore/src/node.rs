@@ -15,6 +15,7 @@
 //!    serve `read_states` once their index is applied.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -66,7 +67,15 @@ pub struct RawNode<S: Storage> {
 
 impl<S: Storage> RawNode<S> {
     pub fn new(cfg: Config, storage: S) -> Result<RawNode<S>, ConfigError> {
-        let raft = Raft::new(cfg, storage)?;
+        let seed = cfg.seed;
+        RawNode::new_shared(Arc::new(cfg), seed, storage)
+    }
+
+    /// A replica whose configuration is shared with the other groups of its
+    /// node (the engine keeps one per core, which keeps idle groups small);
+    /// `seed` replaces `cfg.seed` so that groups do not time out in step.
+    pub fn new_shared(cfg: Arc<Config>, seed: u64, storage: S) -> Result<RawNode<S>, ConfigError> {
+        let raft = Raft::new(cfg, seed, storage)?;
         Ok(RawNode {
             prev_soft_state: raft.soft_state(),
             prev_hard_state: raft.hard_state(),

@@ -5,6 +5,7 @@
 //! `msgs` and `read_states` and are collected by `RawNode::ready`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -56,6 +57,23 @@ struct PendingRead {
     round: u64,
 }
 
+/// What a leader tracks for linearizable reads and the lease.
+#[derive(Debug, Default)]
+struct LeaderReads {
+    /// Reads waiting for a heartbeat round to confirm leadership.
+    pending: VecDeque<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its term.
+    awaiting_commit: Vec<(u64, NodeId)>,
+    /// (round, tick it was sent at), for the lease.
+    round_ticks: VecDeque<(u64, u64)>,
+}
+
+impl LeaderReads {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.awaiting_commit.is_empty()
+    }
+}
+
 /// A snapshot arriving in chunks; `data.len()` is the next expected offset.
 #[derive(Debug)]
 struct SnapshotReceive {
@@ -79,7 +97,8 @@ pub struct Raft<S: Storage> {
     pub role: Role,
     pub log: RaftLog<S>,
     pub tracker: ProgressTracker,
-    cfg: Box<Config>,
+    /// Shared by the groups of a core (see `RawNode::new_shared`).
+    cfg: Arc<Config>,
     rng: Rng,
     election_elapsed: u32,
     heartbeat_elapsed: u32,
@@ -92,15 +111,13 @@ pub struct Raft<S: Storage> {
     startup_guard: bool,
     pub msgs: Vec<Message>,
     pub read_states: Vec<ReadState>,
-    pending_reads: VecDeque<PendingRead>,
-    /// Reads that arrived before this leader committed an entry of its term.
-    reads_awaiting_commit: Vec<(u64, NodeId)>,
+    /// A leader's reads and heartbeat rounds; `None` while there are none
+    /// (followers, quiesced groups), which keeps idle groups small.
+    reads: Option<Box<LeaderReads>>,
     /// Heartbeat rounds sent: the latest round number; `round_open` when a
     /// read waits for the next round to be broadcast.
     read_round: u64,
     round_open: bool,
-    /// (round, tick it was sent at), for the lease.
-    round_ticks: VecDeque<(u64, u64)>,
     lease_expires_tick: u64,
     pub lead_transferee: NodeId,
     /// Index of the latest membership change; another waits until it is applied.
@@ -115,7 +132,9 @@ pub struct Raft<S: Storage> {
 }
 
 impl<S: Storage> Raft<S> {
-    pub fn new(cfg: Config, storage: S) -> Result<Raft<S>, ConfigError> {
+    /// A replica with the shared configuration `cfg`; `seed` drives its
+    /// election-timeout randomness.
+    pub fn new(cfg: Arc<Config>, seed: u64, storage: S) -> Result<Raft<S>, ConfigError> {
         cfg.validate()?;
         let (hard_state, conf_state) = storage.initial_state();
         let log = RaftLog::new(storage, hard_state.commit);
@@ -128,8 +147,8 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             log,
             tracker,
-            rng: Rng::new(cfg.seed ^ cfg.id.0.rotate_left(32)),
-            cfg: Box::new(cfg),
+            rng: Rng::new(seed ^ cfg.id.0.rotate_left(32)),
+            cfg,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
@@ -137,11 +156,9 @@ impl<S: Storage> Raft<S> {
             startup_guard: true,
             msgs: Vec::new(),
             read_states: Vec::new(),
-            pending_reads: VecDeque::new(),
-            reads_awaiting_commit: Vec::new(),
+            reads: None,
             read_round: 0,
             round_open: false,
-            round_ticks: VecDeque::new(),
             lease_expires_tick: 0,
             lead_transferee: NodeId::NONE,
             pending_conf_index: LogIndex::ZERO,
@@ -185,10 +202,8 @@ impl<S: Storage> Raft<S> {
         self.randomized_election_timeout = self.cfg.election_timeout_ticks + self.rng.below(self.cfg.election_timeout_ticks as u64) as u32;
         self.lead_transferee = NodeId::NONE;
         self.tracker.reset_votes();
-        self.pending_reads.clear();
-        self.reads_awaiting_commit.clear();
+        self.reads = None;
         self.round_open = false;
-        self.round_ticks.clear();
         self.lease_expires_tick = 0;
         self.broadcast_pending = false;
         let next = self.log.last_index().next();
@@ -628,10 +643,12 @@ impl<S: Storage> Raft<S> {
     fn broadcast_heartbeat(&mut self) {
         self.read_round += 1;
         self.round_open = false;
-        if self.round_ticks.len() == limits::HEARTBEAT_ROUNDS_REMEMBERED_MAX {
-            self.round_ticks.pop_front();
+        let (round, now) = (self.read_round, self.ticks_total);
+        let round_ticks = &mut self.reads.get_or_insert_default().round_ticks;
+        if round_ticks.len() == limits::HEARTBEAT_ROUNDS_REMEMBERED_MAX {
+            round_ticks.pop_front();
         }
-        self.round_ticks.push_back((self.read_round, self.ticks_total));
+        round_ticks.push_back((round, now));
         let round = self.read_round;
         let committed = self.log.committed;
         let targets: Vec<(NodeId, LogIndex)> = self.tracker.iter().filter(|p| p.id != self.id).map(|p| (p.id, p.matched.min(committed))).collect();
@@ -955,12 +972,13 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_read_request(&mut self, request_id: u64, from: NodeId) -> Result<(), ReadError> {
-        if self.pending_reads.len() + self.reads_awaiting_commit.len() >= limits::PENDING_READS_MAX {
+        let waiting = self.reads.as_ref().map_or(0, |r| r.pending.len() + r.awaiting_commit.len());
+        if waiting >= limits::PENDING_READS_MAX {
             return Err(ReadError::TooManyPending);
         }
         if self.log.term_or_zero(self.log.committed) != self.term {
             // §6.4: the leader must first commit an entry of its own term.
-            self.reads_awaiting_commit.push((request_id, from));
+            self.reads.get_or_insert_default().awaiting_commit.push((request_id, from));
             return Ok(());
         }
         let index = self.log.committed;
@@ -968,16 +986,18 @@ impl<S: Storage> Raft<S> {
             self.answer_read(request_id, from, index);
             return Ok(());
         }
-        self.pending_reads.push_back(PendingRead { request_id, from, index, round: self.read_round + 1 });
+        let round = self.read_round + 1;
+        self.reads.get_or_insert_default().pending.push_back(PendingRead { request_id, from, index, round });
         self.round_open = true;
         Ok(())
     }
 
     fn release_reads_awaiting_commit(&mut self) {
-        if self.reads_awaiting_commit.is_empty() || self.log.term_or_zero(self.log.committed) != self.term {
+        let Some(reads) = self.reads.as_mut() else { return };
+        if reads.awaiting_commit.is_empty() || self.log.term_or_zero(self.log.committed) != self.term {
             return;
         }
-        for (request_id, from) in std::mem::take(&mut self.reads_awaiting_commit) {
+        for (request_id, from) in std::mem::take(&mut reads.awaiting_commit) {
             let _ = self.handle_read_request(request_id, from);
         }
     }
@@ -995,14 +1015,19 @@ impl<S: Storage> Raft<S> {
     fn advance_confirmed_round(&mut self) {
         let (id, round) = (self.id, self.read_round);
         let confirmed = self.tracker.voters.quorum_value(|v| if v == id { round } else { self.tracker.get(v).map_or(0, |p| p.acked_round) });
-        while self.pending_reads.front().is_some_and(|r| r.round <= confirmed) {
-            let r = self.pending_reads.pop_front().expect("front exists");
+        let Some(reads) = self.reads.as_mut() else { return };
+        let mut answered = Vec::new();
+        while reads.pending.front().is_some_and(|r| r.round <= confirmed) {
+            answered.push(reads.pending.pop_front().expect("front exists"));
+        }
+        while reads.round_ticks.front().is_some_and(|&(r, _)| r < confirmed) {
+            reads.round_ticks.pop_front();
+        }
+        let front = reads.round_ticks.front().copied();
+        for r in answered {
             self.answer_read(r.request_id, r.from, r.index);
         }
-        while self.round_ticks.front().is_some_and(|&(r, _)| r < confirmed) {
-            self.round_ticks.pop_front();
-        }
-        if let Some(&(r, sent_tick)) = self.round_ticks.front() {
+        if let Some((r, sent_tick)) = front {
             if r == confirmed && self.cfg.lease_ticks > 0 && self.lead_transferee.is_none() {
                 self.lease_expires_tick = self.lease_expires_tick.max(sent_tick + self.cfg.lease_ticks as u64);
             }
@@ -1036,7 +1061,7 @@ impl<S: Storage> Raft<S> {
         match self.role {
             Role::Leader => {
                 let all_matched = self.tracker.iter().all(|p| p.matched == log.last_index() && p.state != ProgressState::Snapshot);
-                all_matched && self.pending_reads.is_empty() && self.reads_awaiting_commit.is_empty() && self.lead_transferee.is_none() && !self.tracker.voters.is_joint()
+                all_matched && self.reads.as_ref().is_none_or(|r| r.is_empty()) && self.lead_transferee.is_none() && !self.tracker.voters.is_joint()
             }
             Role::Follower => !self.leader.is_none(),
             Role::Candidate | Role::PreCandidate => false,
@@ -1047,8 +1072,9 @@ impl<S: Storage> Raft<S> {
     /// cannot tell how much time passes.
     pub fn quiesce(&mut self) {
         self.lease_expires_tick = 0;
-        self.round_ticks = VecDeque::new();
-        self.pending_reads = VecDeque::new();
+        if self.reads.as_ref().is_none_or(|r| r.is_empty()) {
+            self.reads = None;
+        }
         self.msgs = Vec::new();
         self.read_states = Vec::new();
         for pr in self.tracker.iter_mut() {

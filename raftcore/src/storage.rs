@@ -92,15 +92,27 @@ impl MemStorage {
         self.hard_state = hard_state;
     }
 
+    /// Like `append`, taking the entries by value (no reference-count churn).
+    pub fn append_owned(&mut self, new: Vec<Entry>) {
+        let Some(first) = new.first() else { return };
+        self.prepare_append(first.index);
+        self.entries.extend(new);
+    }
+
     /// Appends `new` to the log, first removing any stored suffix from
     /// `new[0].index` on (a leader overwrote it).
     pub fn append(&mut self, new: &[Entry]) {
         let Some(first) = new.first() else { return };
-        let offset = self.snapshot.meta.index;
-        assert!(first.index > offset, "append at {} below the snapshot at {}", first.index, offset);
-        assert!(first.index.get() <= self.last_index().get() + 1, "append at {} leaves a gap after {}", first.index, self.last_index());
-        self.entries.truncate((first.index.get() - offset.get() - 1) as usize);
+        self.prepare_append(first.index);
         self.entries.extend_from_slice(new);
+    }
+
+    /// Checks that an append at `first` joins the log and drops what it replaces.
+    fn prepare_append(&mut self, first: LogIndex) {
+        let offset = self.snapshot.meta.index;
+        assert!(first > offset, "append at {first} below the snapshot at {offset}");
+        assert!(first.get() <= self.last_index().get() + 1, "append at {first} leaves a gap after {}", self.last_index());
+        self.entries.truncate((first.get() - offset.get() - 1) as usize);
     }
 
     /// Replaces the whole log with `snapshot` (a follower installed it).
@@ -132,7 +144,11 @@ impl MemStorage {
         assert!(index <= self.last_index(), "compact {} beyond last {}", index, self.last_index());
         let term = self.term(index).expect("index is in the log");
         self.entries.drain(..(index.get() - offset.get()) as usize);
-        self.entries.shrink_to_fit();
+        // Give memory back when mostly empty, but not on every compaction of
+        // a busy log (that would reallocate on the next append).
+        if self.entries.capacity() > 4 * self.entries.len().max(16) {
+            self.entries.shrink_to_fit();
+        }
         self.snapshot.meta.index = index;
         self.snapshot.meta.term = term;
     }

@@ -279,7 +279,7 @@ impl ProgressTracker {
     }
 
     pub fn reset_votes(&mut self) {
-        self.votes.clear();
+        self.votes = Vec::new();
     }
 
     pub fn record_vote(&mut self, id: NodeId, granted: bool) {

@@ -1,0 +1,40 @@
+//! `myriad-bench raftcore` end to end: a short run of a small shape writes a
+//! JSON result with every field BENCH.md lists for the mode, with sane values.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn raftcore_mode_reports_throughput_cpu_and_idle_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("raftcore.json");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
+        .args(["raftcore", "--groups", "20", "--batch", "8", "--duration", "400ms", "--idle-groups", "200", "--quiet"])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .expect("running myriad-bench");
+    assert!(started.elapsed() < Duration::from_secs(60), "a short run stays short");
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("myriad-bench raftcore:"), "{stdout}");
+
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(result["mode"], "raftcore");
+    assert_eq!(result["config"]["groups"], 20);
+    assert_eq!(result["config"]["batch_entries"], 8);
+    let ops = result["ops"].as_u64().unwrap();
+    assert!(ops > 0 && ops % 8 == 0, "whole batches commit: {ops}");
+    let entries_per_s = result["entries_per_s"].as_f64().unwrap();
+    let elapsed_s = result["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed_s >= 0.4, "{elapsed_s}");
+    assert!((entries_per_s * elapsed_s - ops as f64).abs() <= 1.0, "the rate is ops over the measured time");
+    let cores = result["cpu_cores_used"].as_f64().unwrap();
+    assert!(cores > 0.2 && cores < 1.5, "one thread drives every replica: {cores}");
+    // A quiesced replica holds its state, progress for 3 peers and storage:
+    // hundreds of bytes, not nothing and not kilobytes of buffers.
+    let idle = result["idle_group_bytes"].as_i64().unwrap();
+    assert!((200..4096).contains(&idle), "idle_group_bytes {idle}");
+}
