@@ -77,13 +77,27 @@ impl Batch {
     /// Appends an entry. Entries of one group must be pushed in index order;
     /// an index at or below the group's last one truncates from there.
     pub fn push_entry(&mut self, group: GroupId, term: Term, index: LogIndex, payload: &[u8]) {
+        self.push_parts(group, term, index, &[payload]);
+    }
+
+    /// Like `push_entry`, with one tag byte stored before the payload (the
+    /// node keeps the Raft entry kind there), without an intermediate copy.
+    pub fn push_entry_tagged(&mut self, group: GroupId, term: Term, index: LogIndex, tag: u8, payload: &[u8]) {
+        self.push_parts(group, term, index, &[&[tag], payload]);
+    }
+
+    /// Appends an entry whose payload is the concatenation of `parts`.
+    fn push_parts(&mut self, group: GroupId, term: Term, index: LogIndex, parts: &[&[u8]]) {
         let offset = u32::try_from(self.payload.len()).expect("batch payload fits u32");
-        let len = u32::try_from(payload.len()).expect("entry payload fits u32");
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(len).expect("entry payload fits u32");
         assert!(
             offset.checked_add(len).is_some(),
             "batch payload exceeds 4 GiB"
         );
-        self.payload.extend_from_slice(payload);
+        for part in parts {
+            self.payload.extend_from_slice(part);
+        }
         self.entries.push(EntryMeta {
             group: group.0,
             term: term.0,

@@ -30,6 +30,10 @@ pub enum SyncMode {
     Fdatasync,
     /// Files opened with O_DSYNC: a write is durable when it completes.
     Dsync,
+    /// No flush at all: a write counts as durable once the device took it
+    /// (O_DIRECT), but may still sit in the device's volatile cache. For
+    /// experiments only: a power cut can lose acknowledged records.
+    NoSync,
 }
 
 /// Segment storage. Offsets and lengths of writes are block-aligned.

@@ -109,7 +109,7 @@ async fn write_one<I: WalIo>(
         .find(|f| f.write.first_seq == first)
         .expect("issued write is in flight");
     slot.done = true;
-    if inner.opts.sync_mode == SyncMode::Dsync {
+    if inner.opts.sync_mode != SyncMode::Fdatasync {
         let target = done_prefix(&st).map(|(t, _)| t);
         drop(st);
         if let Some(target) = target {

@@ -1,7 +1,7 @@
 //! The WAL handle and its shared state. A `Wal` belongs to one core: clones
 //! are cheap handles used by that core's tasks; nothing here is `Send`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -82,32 +82,7 @@ pub struct WalStats {
     pub cache_misses: u64,
 }
 
-/// A wake-up flag for one waiting task.
-#[derive(Default)]
-pub(super) struct Signal {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Signal {
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.set.replace(false) {
-                return Poll::Ready(());
-            }
-            *self.waker.borrow_mut() = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
-    }
-}
+pub(super) use crate::signal::Signal;
 
 /// A write handed to the device; `done` once it completed.
 pub(super) struct InFlight<B> {

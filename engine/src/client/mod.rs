@@ -1,0 +1,300 @@
+//! Talking to a Myriad cluster: the protocol (`proto`), the server side of a
+//! core's client port (`server`), and a blocking Rust client.
+//!
+//! The client is shard-aware: it computes the core that owns a group and
+//! talks to that core's port directly. It remembers the leader of each group,
+//! follows `NotLeader` hints, retries what certainly did not take effect with
+//! back-off, and reports `Outcome::Unknown` (never a success, never a
+//! failure) when a write may or may not have been applied: leadership lost
+//! with the write in flight, or the connection lost or timed out after the
+//! request was sent.
+
+pub mod proto;
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::framing::Decoded;
+use crate::node::config::core_of;
+use proto::{Consistency, Op, Reply, Request, ServerHello};
+
+/// One connection to one core of one node; requests may be pipelined.
+pub struct Connection {
+    stream: TcpStream,
+    pub hello: ServerHello,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("i/o with {addr}: {source}")]
+    Io { addr: SocketAddr, source: std::io::Error },
+    #[error("protocol error from {addr}: {source}")]
+    Proto { addr: SocketAddr, source: proto::ProtoError },
+    #[error("{addr} closed the connection")]
+    Closed { addr: SocketAddr },
+}
+
+impl Connection {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ConnectionError> {
+        let io = |source| ConnectionError::Io { addr, source };
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let mut c = Connection { stream, hello: ServerHello { node_id: 0, core: 0, cores: 0 }, out: Vec::new(), buf: vec![0; 64 << 10], start: 0, filled: 0 };
+        let mut hello = Vec::new();
+        proto::encode_client_hello(&mut hello);
+        c.stream.write_all(&hello).map_err(io)?;
+        c.hello = c.read_with(proto::decode_server_hello)?;
+        Ok(c)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) -> Result<(), ConnectionError> {
+        let addr = self.addr();
+        self.stream.set_read_timeout(Some(timeout)).map_err(|source| ConnectionError::Io { addr, source })
+    }
+
+    /// Queues a request; `flush` sends what is queued.
+    pub fn queue(&mut self, req: &Request) {
+        proto::encode_request(req, &mut self.out);
+    }
+
+    pub fn flush(&mut self) -> Result<(), ConnectionError> {
+        let addr = self.addr();
+        self.stream.write_all(&self.out).map_err(|source| ConnectionError::Io { addr, source })?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Blocks for the next response (any request's).
+    pub fn recv(&mut self) -> Result<proto::Response, ConnectionError> {
+        self.read_with(proto::decode_response)
+    }
+
+    fn read_with<T>(&mut self, decode: impl Fn(&[u8]) -> Result<Decoded<T>, proto::ProtoError>) -> Result<T, ConnectionError> {
+        let addr = self.addr();
+        loop {
+            match decode(&self.buf[self.start..self.filled]).map_err(|source| ConnectionError::Proto { addr, source })? {
+                Decoded::Frame(value, used) => {
+                    self.start += used;
+                    return Ok(value);
+                }
+                Decoded::NeedMore => {}
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.filled, 0);
+                self.filled -= self.start;
+                self.start = 0;
+            }
+            if self.filled == self.buf.len() {
+                let grow = self.buf.len();
+                self.buf.resize(self.buf.len() + grow, 0);
+            }
+            let n = self.stream.read(&mut self.buf[self.filled..]).map_err(|source| ConnectionError::Io { addr, source })?;
+            if n == 0 {
+                return Err(ConnectionError::Closed { addr });
+            }
+            self.filled += n;
+        }
+    }
+}
+
+/// Where each node's cores serve clients: node id → one address per core.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMap {
+    pub nodes: BTreeMap<u64, Vec<SocketAddr>>,
+}
+
+impl ClusterMap {
+    /// Nodes given by their base client address: core `k` serves port + `k`.
+    pub fn from_bases(bases: &BTreeMap<u64, SocketAddr>, cores: u32) -> ClusterMap {
+        let nodes = bases.iter().map(|(&id, a)| (id, (0..cores).map(|k| SocketAddr::new(a.ip(), a.port() + k as u16)).collect())).collect();
+        ClusterMap { nodes }
+    }
+
+    fn cores(&self) -> u32 {
+        self.nodes.values().next().map_or(1, |a| a.len() as u32)
+    }
+}
+
+/// What became of one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cluster answered: the write took effect (or the read saw this).
+    Ok(Reply),
+    /// The write may or may not have been applied.
+    Unknown(String),
+    /// It certainly did not take effect.
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one attempt waits for its reply.
+    pub request_timeout: Duration,
+    /// How long an operation keeps retrying (leader changes, busy nodes).
+    pub deadline: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions { request_timeout: Duration::from_secs(5), deadline: Duration::from_secs(15), backoff_min: Duration::from_millis(5), backoff_max: Duration::from_millis(500) }
+    }
+}
+
+/// A blocking client for a whole cluster, one operation at a time.
+pub struct Client {
+    map: ClusterMap,
+    opts: ClientOptions,
+    conns: HashMap<(u64, u32), Connection>,
+    leaders: HashMap<u64, u64>,
+    next_id: u64,
+    /// Rotates the node tried when no leader is known.
+    probe: usize,
+}
+
+impl Client {
+    pub fn new(map: ClusterMap, opts: ClientOptions) -> Client {
+        Client { map, opts, conns: HashMap::new(), leaders: HashMap::new(), next_id: 1, probe: 0 }
+    }
+
+    /// The node this client believes leads `group`.
+    pub fn leader_of(&self, group: u64) -> Option<u64> {
+        self.leaders.get(&group).copied()
+    }
+
+    pub fn put(&mut self, group: u64, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Outcome {
+        self.call(group, Op::Put { key: key.into(), value: value.into() })
+    }
+
+    pub fn get(&mut self, group: u64, key: impl Into<Bytes>) -> Outcome {
+        self.call(group, Op::Get { key: key.into(), consistency: Consistency::Linearizable })
+    }
+
+    pub fn delete(&mut self, group: u64, key: impl Into<Bytes>) -> Outcome {
+        self.call(group, Op::Delete { key: key.into() })
+    }
+
+    pub fn cas(&mut self, group: u64, key: impl Into<Bytes>, expected: Option<Bytes>, new: Option<Bytes>) -> Outcome {
+        self.call(group, Op::Cas { key: key.into(), expected, new })
+    }
+
+    fn pick_node(&mut self, group: u64) -> u64 {
+        if let Some(&l) = self.leaders.get(&group) {
+            if self.map.nodes.contains_key(&l) {
+                return l;
+            }
+        }
+        let ids: Vec<u64> = self.map.nodes.keys().copied().collect();
+        self.probe = (self.probe + 1) % ids.len().max(1);
+        ids.get(self.probe).copied().unwrap_or(0)
+    }
+
+    fn connection(&mut self, node: u64, core: u32) -> Result<&mut Connection, ConnectionError> {
+        if !self.conns.contains_key(&(node, core)) {
+            let addr = self.map.nodes[&node][core as usize];
+            let c = Connection::connect(addr, self.opts.request_timeout)?;
+            self.conns.insert((node, core), c);
+        }
+        Ok(self.conns.get_mut(&(node, core)).expect("just inserted"))
+    }
+
+    /// Runs `op` on `group` until it has a definite answer, the outcome
+    /// becomes unknown, or the deadline passes.
+    pub fn call(&mut self, group: u64, op: Op) -> Outcome {
+        if self.map.nodes.is_empty() {
+            return Outcome::Failed("no nodes to talk to".into());
+        }
+        let started = Instant::now();
+        let mut backoff = self.opts.backoff_min;
+        let mut last_error = String::from("deadline passed before any attempt");
+        let core = core_of(group, self.map.cores());
+        let write = op.is_write();
+        // Once a write was sent without a definite answer, a later failure
+        // cannot prove it did not apply.
+        let mut maybe_applied = false;
+        while started.elapsed() < self.opts.deadline {
+            let node = self.pick_node(group);
+            let id = self.next_id;
+            self.next_id += 1;
+            let req = Request { id, group, op: op.clone() };
+            let attempt = self.connection(node, core).and_then(|c| {
+                c.queue(&req);
+                c.flush()?;
+                loop {
+                    let resp = c.recv()?;
+                    if resp.id == id {
+                        return Ok(resp.reply);
+                    }
+                }
+            });
+            let reply = match attempt {
+                Ok(r) => r,
+                Err(e) => {
+                    self.conns.remove(&(node, core));
+                    self.leaders.remove(&group);
+                    last_error = e.to_string();
+                    let sent = !matches!(&e, ConnectionError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused);
+                    if write && sent {
+                        maybe_applied = true;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.opts.backoff_max);
+                    continue;
+                }
+            };
+            match reply {
+                Reply::NotLeader { leader } => {
+                    if leader != 0 && leader != node {
+                        self.leaders.insert(group, leader);
+                        backoff = self.opts.backoff_min;
+                    } else {
+                        self.leaders.remove(&group);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(self.opts.backoff_max);
+                    }
+                    last_error = format!("node {node} does not lead group {group}");
+                }
+                Reply::Busy => {
+                    last_error = format!("node {node} is busy");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.opts.backoff_max);
+                }
+                Reply::Unknown => {
+                    if write {
+                        return Outcome::Unknown(format!("node {node} lost leadership of group {group} with the write in flight"));
+                    }
+                    self.leaders.remove(&group);
+                    last_error = "read interrupted by a leader change".into();
+                }
+                Reply::UnknownGroup => return Outcome::Failed(format!("group {group} does not exist")),
+                Reply::WrongCore { core: c } => return Outcome::Failed(format!("node {node} says group {group} lives on core {c}, not {core}: the cluster's core count differs from the client's map")),
+                Reply::Error(e) => return Outcome::Failed(e),
+                ok => {
+                    self.leaders.insert(group, node);
+                    return Outcome::Ok(ok);
+                }
+            }
+        }
+        if maybe_applied {
+            Outcome::Unknown(format!("no definite answer before the deadline: {last_error}"))
+        } else {
+            Outcome::Failed(format!("no answer before the deadline: {last_error}"))
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The client port of one core: accepts connections, decodes pipelined
+//! requests, hands them to the core's event loop and writes the replies back
+//! as they come (in completion order). Each connection has a bound on
+//! requests in flight; past it the server stops reading until replies drain.
+//! A malformed frame closes that connection with a logged error.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::proto::{self, Reply, Response, ServerHello};
+use crate::framing::Decoded;
+use crate::node::config::core_of;
+use crate::node::shard::{Event, Shard};
+use crate::signal::Signal;
+use crate::tasks::TaskSet;
+
+/// Requests of one connection waiting for replies before reading pauses.
+pub const CONNECTION_INFLIGHT_MAX: usize = 8192;
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// The reply side of one connection, shared by the responders of its requests.
+struct Outgoing {
+    buf: RefCell<Vec<u8>>,
+    inflight: Cell<usize>,
+    wake_writer: Signal,
+    wake_reader: Signal,
+    closed: Cell<bool>,
+}
+
+impl Outgoing {
+    fn reply(&self, id: u64, reply: Reply) {
+        self.inflight.set(self.inflight.get() - 1);
+        if !self.closed.get() {
+            proto::encode_response(&Response { id, reply }, &mut self.buf.borrow_mut());
+            self.wake_writer.notify();
+        }
+        self.wake_reader.notify();
+    }
+}
+
+pub async fn serve(listener: TcpListener, shard: Weak<Shard>, tasks: TaskSet) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accepting a client connection: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(s) = shard.upgrade() else { return };
+        let shard = shard.clone();
+        let hello = ServerHello { node_id: s.node, core: s.core, cores: s.cores() };
+        drop(s);
+        let inner = tasks.clone();
+        tasks.spawn(async move {
+            let peer = stream.peer_addr().ok();
+            if let Err(e) = connection(stream, hello, shard, inner).await {
+                tracing::warn!(?peer, "closing client connection: {e}");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Proto(#[from] proto::ProtoError),
+}
+
+async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, tasks: TaskSet) -> Result<(), ConnError> {
+    stream.set_nodelay(true).map_err(crate::io_error)?;
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut filled = 0;
+    loop {
+        match proto::decode_client_hello(&buf[..filled])? {
+            Decoded::Frame((), used) => {
+                buf.copy_within(used..filled, 0);
+                filled -= used;
+                break;
+            }
+            Decoded::NeedMore => {
+                let n = rd.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                filled += n;
+            }
+        }
+    }
+    let mut hello_bytes = Vec::new();
+    proto::encode_server_hello(&hello, &mut hello_bytes);
+    wr.write_all(&hello_bytes).await?;
+
+    let out = Rc::new(Outgoing { buf: RefCell::new(Vec::new()), inflight: Cell::new(0), wake_writer: Signal::default(), wake_reader: Signal::default(), closed: Cell::new(false) });
+    let writer_out = out.clone();
+    tasks.spawn(async move {
+        let mut pending = Vec::new();
+        while !writer_out.closed.get() {
+            if writer_out.buf.borrow().is_empty() {
+                writer_out.wake_writer.wait().await;
+                continue;
+            }
+            std::mem::swap(&mut pending, &mut *writer_out.buf.borrow_mut());
+            if wr.write_all(&pending).await.is_err() {
+                writer_out.closed.set(true);
+                writer_out.wake_reader.notify();
+                return;
+            }
+            pending.clear();
+        }
+    });
+    let result = read_requests(&mut rd, &mut buf, filled, hello, &shard, &out).await;
+    out.closed.set(true);
+    out.wake_writer.notify();
+    result
+}
+
+async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>, mut filled: usize, hello: ServerHello, shard: &Weak<Shard>, out: &Rc<Outgoing>) -> Result<(), ConnError> {
+    loop {
+        let mut start = 0;
+        loop {
+            if out.inflight.get() >= CONNECTION_INFLIGHT_MAX {
+                break;
+            }
+            let Decoded::Frame(req, used) = proto::decode_request(&buf[start..filled])? else { break };
+            start += used;
+            let Some(shard) = shard.upgrade() else { return Ok(()) };
+            if shard.is_stopped() {
+                return Ok(());
+            }
+            shard.metrics().client_requests.fetch_add(1, Ordering::Relaxed);
+            out.inflight.set(out.inflight.get() + 1);
+            let owner = core_of(req.group, hello.cores);
+            if owner != hello.core {
+                out.reply(req.id, Reply::WrongCore { core: owner });
+                continue;
+            }
+            let id = req.id;
+            let reply_to = out.clone();
+            shard.push(Event::Client { group: req.group, op: req.op, respond: Box::new(move |reply| reply_to.reply(id, reply)) });
+        }
+        if start > 0 {
+            buf.copy_within(start..filled, 0);
+            filled -= start;
+        }
+        if out.closed.get() {
+            return Ok(());
+        }
+        if out.inflight.get() >= CONNECTION_INFLIGHT_MAX {
+            out.wake_reader.wait().await;
+            continue;
+        }
+        if filled == buf.len() {
+            let grow = buf.len().max(READ_CHUNK_BYTES).min(proto::REQUEST_BYTES_MAX + 64);
+            buf.resize(buf.len() + grow, 0);
+        }
+        let n = rd.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+    }
+}

@@ -1,0 +1,153 @@
+//! What a node needs to know to start: who it is, where its peers listen,
+//! where its data lives, and the shape every node of the cluster shares.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raftcore::NodeId;
+
+/// Most cores a node runs (executors, WALs, listeners per node).
+pub const CORES_MAX: u32 = 64;
+/// Most groups created at start.
+pub const GROUPS_MAX: u64 = 1 << 20;
+
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, nonzero, unique in the cluster.
+    pub node_id: u64,
+    /// Every node's id and peer address (this node included). Core `k` of a
+    /// node listens for peers on the address's port + `k`.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Where clients connect: core `k` serves the port + `k` (port 0 picks
+    /// free ports; the bound addresses are reported by `Node::client_addrs`).
+    pub client_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Executors (and WALs) of this node; every node of a cluster runs the same count.
+    pub cores: u32,
+    /// Groups `1..=groups` exist on every node, replicated by every node.
+    pub groups: u64,
+    /// Checked in every peer handshake: nodes of different clusters never talk.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: u64,
+    /// Length of one Raft tick.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Fsync every WAL write (off only for experiments: acknowledged writes
+    /// can then be lost in a power cut).
+    #[serde(default = "default_true")]
+    pub sync: bool,
+    /// Pin core `k` to CPU `k % cpus` (off when several nodes share a machine).
+    #[serde(default)]
+    pub pin_cores: bool,
+    /// A group snapshots its state machine and compacts its log every this
+    /// many applied entries.
+    #[serde(default = "default_compact_every_entries")]
+    pub compact_every_entries: u64,
+}
+
+fn default_compact_every_entries() -> u64 {
+    8192
+}
+
+fn default_cluster_id() -> u64 {
+    0x4D59_5249_4144 // "MYRIAD"
+}
+
+fn default_tick_ms() -> u64 {
+    100
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node_id must be nonzero")]
+    ZeroNodeId,
+    #[error("node {0} is not in the peer list")]
+    SelfNotInPeers(u64),
+    #[error("peer id 0 is reserved")]
+    ZeroPeerId,
+    #[error("cores must be in 1..={CORES_MAX}, got {0}")]
+    Cores(u32),
+    #[error("groups must be in 1..={GROUPS_MAX}, got {0}")]
+    Groups(u64),
+    #[error("tick_ms must be in 1..=10000, got {0}")]
+    Tick(u64),
+    #[error("compact_every_entries must be at least 1")]
+    CompactEvery,
+    #[error("the peer port {port} + {cores} cores does not fit in 65535")]
+    PortRange { port: u16, cores: u32 },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+}
+
+impl NodeConfig {
+    pub fn from_toml_file(path: &std::path::Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        if !self.peers.contains_key(&self.node_id) {
+            return Err(ConfigError::SelfNotInPeers(self.node_id));
+        }
+        if self.peers.contains_key(&0) {
+            return Err(ConfigError::ZeroPeerId);
+        }
+        if self.cores == 0 || self.cores > CORES_MAX {
+            return Err(ConfigError::Cores(self.cores));
+        }
+        if self.groups == 0 || self.groups > GROUPS_MAX {
+            return Err(ConfigError::Groups(self.groups));
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return Err(ConfigError::Tick(self.tick_ms));
+        }
+        if self.compact_every_entries == 0 {
+            return Err(ConfigError::CompactEvery);
+        }
+        for addr in self.peers.values().chain([&self.client_addr]) {
+            if addr.port() != 0 && u32::from(addr.port()) + self.cores > 65_535 {
+                return Err(ConfigError::PortRange { port: addr.port(), cores: self.cores });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.peers.keys().map(|&id| NodeId(id)).collect()
+    }
+
+    /// The address core `core` of node `node` listens on for peers.
+    pub fn peer_addr(&self, node: u64, core: u32) -> Option<SocketAddr> {
+        let base = self.peers.get(&node)?;
+        Some(SocketAddr::new(base.ip(), base.port() + core as u16))
+    }
+
+    /// The core that owns `group` on every node.
+    pub fn core_of(&self, group: u64) -> u32 {
+        core_of(group, self.cores)
+    }
+}
+
+/// The core that owns `group`: the same fixed function on every node and in
+/// every client, so requests go straight to the right core.
+pub fn core_of(group: u64, cores: u32) -> u32 {
+    (group.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 % cores
+}

@@ -1,0 +1,211 @@
+//! One Raft group on one core: its replica, its state machine, and the client
+//! requests waiting on it. Answers are given only when they are true: a write
+//! is `Done` once its own entry is applied, `NotLeader` when it certainly was
+//! not applied, and `Unknown` when leadership was lost while it was in flight.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use raftcore::{EntryKind, LogIndex, MemStorage, ProposeError, RawNode, ReadError, Role, Term};
+
+use crate::client::proto::Reply;
+use crate::kv::{KvReply, KvStore, StateMachine};
+
+/// Answers one client request; called at most once.
+pub type Responder = Box<dyn FnOnce(Reply)>;
+
+/// Most client requests waiting on one group (proposals plus reads).
+pub const WAITING_REQUESTS_MAX: usize = 65_536;
+
+/// A read evaluated against the state machine.
+#[derive(Clone, Debug)]
+pub enum ReadOp {
+    Get { key: Bytes },
+    Scan { prefix: Bytes, limit: u32 },
+}
+
+struct Proposal {
+    index: LogIndex,
+    term: Term,
+    respond: Responder,
+}
+
+struct WaitingRead {
+    /// Set once the leader confirmed the read: serve when applied this far.
+    index: Option<LogIndex>,
+    request_id: u64,
+    op: ReadOp,
+    respond: Responder,
+}
+
+pub struct Group {
+    pub id: u64,
+    pub raw: RawNode<MemStorage>,
+    pub sm: KvStore,
+    /// In index order.
+    proposals: VecDeque<Proposal>,
+    reads: Vec<WaitingRead>,
+    next_read_id: u64,
+    /// Already in the core's list of groups to process.
+    pub scheduled: bool,
+    /// Not ticked until a message, a request or a lost peer wakes it.
+    pub quiesced: bool,
+    /// Consecutive ticks this group was idle.
+    pub idle_ticks: u32,
+}
+
+impl Group {
+    pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0 }
+    }
+
+    /// Resumes ticking after quiescence.
+    pub fn wake(&mut self) {
+        self.idle_ticks = 0;
+        if self.quiesced {
+            self.quiesced = false;
+            self.raw.wake();
+        }
+    }
+
+    /// One tick; the group quiesces once it was idle for `quiesce_after_ticks`.
+    pub fn tick(&mut self, quiesce_after_ticks: u32) {
+        debug_assert!(!self.quiesced, "quiesced groups are not ticked");
+        self.raw.tick();
+        if !self.raw.is_idle() || self.waiting() > 0 {
+            self.idle_ticks = 0;
+            return;
+        }
+        self.idle_ticks += 1;
+        if self.idle_ticks >= quiesce_after_ticks {
+            self.raw.quiesce();
+            self.quiesced = true;
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.proposals.len() + self.reads.len()
+    }
+
+    pub fn propose(&mut self, command: Bytes, respond: Responder) {
+        if self.waiting() >= WAITING_REQUESTS_MAX {
+            return respond(Reply::Busy);
+        }
+        match self.raw.propose(command) {
+            Ok(index) => self.proposals.push_back(Proposal { index, term: self.raw.raft.term, respond }),
+            Err(ProposeError::NotLeader { leader }) => respond(Reply::NotLeader { leader: leader.0 }),
+            Err(ProposeError::TransferInProgress(_) | ProposeError::TooManyUncommitted { .. }) => respond(Reply::Busy),
+            Err(e) => respond(Reply::Error(e.to_string())),
+        }
+    }
+
+    /// A linearizable read (ReadIndex, or the leader lease when it holds).
+    pub fn read(&mut self, op: ReadOp, respond: Responder) {
+        if self.waiting() >= WAITING_REQUESTS_MAX {
+            return respond(Reply::Busy);
+        }
+        let request_id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.raw.read_index(request_id) {
+            Ok(()) => self.reads.push(WaitingRead { index: None, request_id, op, respond }),
+            Err(ReadError::NoLeader) => respond(Reply::NotLeader { leader: 0 }),
+            Err(ReadError::TooManyPending) => respond(Reply::Busy),
+        }
+    }
+
+    /// A read of this replica's state as it is (may be stale).
+    pub fn read_stale(&self, op: &ReadOp) -> Reply {
+        eval(&self.sm, op)
+    }
+
+    /// The leader confirmed reads: serve each once applied that far.
+    pub fn on_read_states(&mut self, states: &[raftcore::ReadState]) {
+        for rs in states {
+            if let Some(r) = self.reads.iter_mut().find(|r| r.request_id == rs.request_id) {
+                r.index = Some(rs.index);
+            }
+        }
+        self.serve_reads();
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.sm.applied();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|at| at <= applied) {
+                let r = self.reads.swap_remove(i);
+                (r.respond)(eval(&self.sm, &r.op));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Applies committed entries in order and answers their proposers.
+    pub fn apply(&mut self, entries: Vec<raftcore::Entry>) {
+        for e in entries {
+            let reply = if e.kind == EntryKind::Normal && !e.data.is_empty() {
+                Some(self.sm.apply(e.index, &e.data))
+            } else {
+                self.sm.set_applied(e.index);
+                None
+            };
+            while self.proposals.front().is_some_and(|p| p.index <= e.index) {
+                let p = self.proposals.pop_front().expect("front exists");
+                if p.index == e.index && p.term == e.term {
+                    (p.respond)(reply.as_deref().map_or(Reply::Done, to_reply));
+                } else {
+                    // Another entry holds this index: ours is not in the log and never will be.
+                    (p.respond)(Reply::NotLeader { leader: self.raw.raft.leader.0 });
+                }
+            }
+        }
+        self.serve_reads();
+    }
+
+    /// This replica stopped leading (or its term moved on): in-flight writes
+    /// may or may not commit, and unconfirmed reads will not be confirmed.
+    pub fn on_role_change(&mut self, role: Role) {
+        if role == Role::Leader {
+            return;
+        }
+        for p in self.proposals.drain(..) {
+            (p.respond)(Reply::Unknown);
+        }
+        let leader = self.raw.raft.leader.0;
+        let mut kept = Vec::new();
+        for r in self.reads.drain(..) {
+            match r.index {
+                Some(_) => kept.push(r),
+                None => (r.respond)(Reply::NotLeader { leader }),
+            }
+        }
+        self.reads = kept;
+    }
+
+    /// Fails everything waiting (the core is stopping).
+    pub fn abandon(&mut self) {
+        for p in self.proposals.drain(..) {
+            (p.respond)(Reply::Unknown);
+        }
+        for r in self.reads.drain(..) {
+            (r.respond)(Reply::Unknown);
+        }
+    }
+}
+
+fn eval(sm: &KvStore, op: &ReadOp) -> Reply {
+    match op {
+        ReadOp::Get { key } => Reply::Value(sm.get(key).cloned()),
+        ReadOp::Scan { prefix, limit } => Reply::Entries(sm.scan_prefix(prefix, *limit as usize)),
+    }
+}
+
+fn to_reply(encoded: &[u8]) -> Reply {
+    match KvReply::decode(encoded) {
+        Ok(KvReply::Done) => Reply::Done,
+        Ok(KvReply::CasFailed { current }) => Reply::CasFailed { current },
+        Ok(KvReply::Invalid) => Reply::Error("the command is not a valid KV command".into()),
+        Err(e) => Reply::Error(format!("state machine reply: {e}")),
+    }
+}

@@ -1,0 +1,71 @@
+//! Counters each core keeps for the whole node: relaxed atomics written by
+//! the core, read by anyone (the bench, an admin endpoint) at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct CoreMetrics {
+    pub readies: AtomicU64,
+    pub wal_entries: AtomicU64,
+    pub wal_records: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub unknown_group_messages: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub client_requests: AtomicU64,
+    pub leaders: AtomicU64,
+    pub quiesced_groups: AtomicU64,
+}
+
+/// A reading of the counters, summed over cores.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MetricsSnapshot {
+    pub readies: u64,
+    pub wal_entries: u64,
+    pub wal_records: u64,
+    pub wal_syncs: u64,
+    pub frames_sent: u64,
+    pub messages_sent: u64,
+    pub frames_received: u64,
+    pub frames_dropped: u64,
+    pub connections_refused: u64,
+    pub unknown_group_messages: u64,
+    pub snapshots: u64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: u64,
+    pub client_requests: u64,
+    /// Groups this node leads (as of each core's last tick).
+    pub leaders: u64,
+    /// Groups not being ticked (as of each core's last tick).
+    pub quiesced_groups: u64,
+}
+
+impl MetricsSnapshot {
+    pub fn sum<'a>(cores: impl IntoIterator<Item = &'a CoreMetrics>) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot::default();
+        for m in cores {
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.readies += get(&m.readies);
+            s.wal_entries += get(&m.wal_entries);
+            s.wal_records += get(&m.wal_records);
+            s.wal_syncs += get(&m.wal_syncs);
+            s.frames_sent += get(&m.frames_sent);
+            s.messages_sent += get(&m.messages_sent);
+            s.frames_received += get(&m.frames_received);
+            s.frames_dropped += get(&m.frames_dropped);
+            s.connections_refused += get(&m.connections_refused);
+            s.unknown_group_messages += get(&m.unknown_group_messages);
+            s.snapshots += get(&m.snapshots);
+            s.snapshots_installed += get(&m.snapshots_installed);
+            s.client_requests += get(&m.client_requests);
+            s.leaders += get(&m.leaders);
+            s.quiesced_groups += get(&m.quiesced_groups);
+        }
+        s
+    }
+}

@@ -1,0 +1,278 @@
+//! The multi-Raft node: one glommio executor per core, each running the
+//! shard of every node it hosts (one in a server; in the bench's embedded
+//! cluster, core `k` of all three nodes, so the cluster uses the configured
+//! cores and not three times as many).
+
+pub mod config;
+pub mod group;
+pub mod metrics;
+pub mod shard;
+pub mod snapshot_file;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use glommio::net::TcpListener;
+
+pub use config::{core_of, NodeConfig};
+pub use metrics::{CoreMetrics, MetricsSnapshot};
+use shard::{Event, Shard};
+
+use crate::tasks::TaskSet;
+use crate::transport::peer::{self, PeerLink};
+use crate::transport::wire::Handshake;
+
+/// io_memory registered per executor (memlock is small on many machines).
+const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
+/// Version of the peer protocol, checked in every handshake.
+pub const PEER_PROTOCOL_VERSION: u16 = 1;
+
+/// What the outside world holds of one running shard.
+struct ShardControl {
+    node: u64,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<CoreMetrics>,
+}
+
+/// Running nodes: their executors, and per node the stop flags, metrics and
+/// bound client addresses of its cores.
+pub struct Cluster {
+    threads: Vec<JoinHandle<anyhow::Result<()>>>,
+    shards: Vec<ShardControl>,
+    /// node id → client address of each core, in core order.
+    client_addrs: Vec<(u64, Vec<SocketAddr>)>,
+}
+
+/// One executor: which (node, core) shards it hosts and where it runs.
+struct ExecutorPlan {
+    index: usize,
+    pin_cpu: Option<usize>,
+    shards: Vec<(NodeConfig, u32, Arc<AtomicBool>, Arc<CoreMetrics>)>,
+}
+
+impl Cluster {
+    /// Starts one node as a server: one executor per core.
+    pub fn start_node(cfg: NodeConfig) -> anyhow::Result<Cluster> {
+        Cluster::start(vec![cfg], None)
+    }
+
+    /// Starts several nodes in this process. With `executors = Some(n)`,
+    /// executor `k` hosts core `k` of every node (all nodes must then have
+    /// `n` cores); with `None` every node gets one executor per core.
+    pub fn start(nodes: Vec<NodeConfig>, executors: Option<u32>) -> anyhow::Result<Cluster> {
+        for cfg in &nodes {
+            cfg.validate()?;
+            if let Some(n) = executors {
+                anyhow::ensure!(cfg.cores == n, "node {} has {} cores; shared executors need {n}", cfg.node_id, cfg.cores);
+            }
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut plans: Vec<ExecutorPlan> = Vec::new();
+        let mut shards = Vec::new();
+        for cfg in &nodes {
+            for core in 0..cfg.cores {
+                let index = match executors {
+                    Some(_) => core as usize,
+                    None => plans.len(),
+                };
+                if plans.len() <= index {
+                    let pin_cpu = cfg.pin_cores.then_some(index % cpus);
+                    plans.push(ExecutorPlan { index, pin_cpu, shards: Vec::new() });
+                }
+                let stop = Arc::new(AtomicBool::new(false));
+                let metrics = Arc::new(CoreMetrics::default());
+                plans[index].shards.push((cfg.clone(), core, stop.clone(), metrics.clone()));
+                shards.push(ShardControl { node: cfg.node_id, stop, metrics });
+            }
+        }
+        let (addr_tx, addr_rx) = mpsc::channel::<anyhow::Result<(u64, u32, SocketAddr)>>();
+        let threads = plans.into_iter().map(|plan| spawn_executor(plan, addr_tx.clone())).collect::<anyhow::Result<Vec<_>>>()?;
+        drop(addr_tx);
+        let mut cluster = Cluster { threads, shards, client_addrs: Vec::new() };
+        let mut bound: Vec<(u64, u32, SocketAddr)> = Vec::new();
+        for _ in 0..cluster.shards.len() {
+            match addr_rx.recv() {
+                Ok(Ok(b)) => bound.push(b),
+                Ok(Err(e)) => {
+                    cluster.stop_all();
+                    return Err(e);
+                }
+                Err(_) => {
+                    let e = cluster.join_errors();
+                    return Err(e.context("an executor stopped while starting"));
+                }
+            }
+        }
+        bound.sort();
+        for cfg in &nodes {
+            let addrs = bound.iter().filter(|b| b.0 == cfg.node_id).map(|b| b.2).collect();
+            cluster.client_addrs.push((cfg.node_id, addrs));
+        }
+        Ok(cluster)
+    }
+
+    /// Client addresses of `node`'s cores, in core order.
+    pub fn client_addrs(&self, node: u64) -> Vec<SocketAddr> {
+        self.client_addrs.iter().find(|(n, _)| *n == node).map(|(_, a)| a.clone()).unwrap_or_default()
+    }
+
+    pub fn metrics(&self, node: u64) -> MetricsSnapshot {
+        MetricsSnapshot::sum(self.shards.iter().filter(|s| s.node == node).map(|s| &*s.metrics))
+    }
+
+    /// Stops every core of `node` at once (within a tick), as a crash would:
+    /// its connections close and nothing is flushed beyond what was durable.
+    pub fn kill(&self, node: u64) {
+        for s in self.shards.iter().filter(|s| s.node == node) {
+            s.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for s in &self.shards {
+            s.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Stops everything and waits for the executors to end.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_all();
+        let e = self.join_errors();
+        if e.chain().count() > 1 || !e.to_string().is_empty() {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn join_errors(&mut self) -> anyhow::Error {
+        let mut errors = Vec::new();
+        for t in self.threads.drain(..) {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(format!("{e:#}")),
+                Err(_) => errors.push("an executor panicked".to_string()),
+            }
+        }
+        anyhow::anyhow!("{}", errors.join("; "))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let placement = match plan.pin_cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
+    };
+    let name = format!("myriad-core-{}", plan.index);
+    let builder = glommio::LocalExecutorBuilder::new(placement).name(&name).io_memory(EXECUTOR_IO_MEMORY_BYTES);
+    let handle = std::thread::Builder::new().name(name).spawn(move || -> anyhow::Result<()> {
+        let executor = builder.make().map_err(crate::io_error).context("creating the executor")?;
+        executor.run(async move {
+            let mut runs = Vec::new();
+            for (cfg, core, stop, metrics) in plan.shards {
+                let tx = addr_tx.clone();
+                runs.push(glommio::spawn_local(run_shard(cfg, core, stop, metrics, tx)));
+            }
+            drop(addr_tx);
+            let mut result = Ok(());
+            for run in runs {
+                if let Err(e) = run.await {
+                    result = Err(e);
+                }
+            }
+            result
+        })
+    })?;
+    Ok(handle)
+}
+
+/// Opens, serves and finally stops one shard; reports its client address
+/// (or why it could not start) through `addr_tx`.
+async fn run_shard(cfg: NodeConfig, core: u32, stop: Arc<AtomicBool>, metrics: Arc<CoreMetrics>, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
+    let node = cfg.node_id;
+    let tasks = TaskSet::default();
+    let started = start_shard(Rc::new(cfg), core, metrics, &tasks).await;
+    let (shard, client_addr) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = addr_tx.send(Err(anyhow::anyhow!("node {node} core {core}: {e:#}")));
+            return Err(e);
+        }
+    };
+    let _ = addr_tx.send(Ok((node, core, client_addr)));
+    drop(addr_tx);
+    let tick = shard.tick();
+    let ticker = shard.clone();
+    tasks.spawn(async move {
+        loop {
+            glommio::timer::sleep(tick).await;
+            if stop.load(Ordering::Relaxed) {
+                ticker.push(Event::Stop);
+                return;
+            }
+            ticker.push(Event::Tick);
+        }
+    });
+    let result = shard.clone().run().await;
+    tasks.cancel_all();
+    result.with_context(|| format!("node {node} core {core}"))
+}
+
+/// Opens the shard and starts its listeners and peer links.
+async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
+    let node = cfg.node_id;
+    let peer_addr = cfg.peer_addr(node, core).expect("validated: this node is a peer");
+    let peer_listener = TcpListener::bind(peer_addr).map_err(crate::io_error).with_context(|| format!("binding the peer port {peer_addr}"))?;
+    let client_base = cfg.client_addr;
+    let client_port = if client_base.port() == 0 { 0 } else { client_base.port() + core as u16 };
+    let client_listener = TcpListener::bind(SocketAddr::new(client_base.ip(), client_port)).map_err(crate::io_error).with_context(|| format!("binding the client port {client_port}"))?;
+    let client_addr = client_listener.local_addr().map_err(crate::io_error)?;
+
+    let mut shard = Shard::open(cfg.clone(), core, metrics.clone()).await?;
+    let hello = Handshake { cluster_id: cfg.cluster_id, node_id: node, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
+    for (&peer_node, _) in cfg.peers.iter().filter(|(&id, _)| id != node) {
+        let addr = cfg.peer_addr(peer_node, core).expect("listed peer");
+        shard.peers.insert(peer_node, PeerLink::new(peer_node, addr, hello, metrics.clone()));
+    }
+    let shard = Rc::new(shard);
+    for link in shard.peers.values() {
+        tasks.spawn(link.clone().run());
+    }
+    let expect = peer::Expect { cluster_id: cfg.cluster_id, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
+    let peers = cfg.peers.clone();
+    let is_peer: Rc<dyn Fn(u64) -> bool> = Rc::new(move |id| id != node && peers.contains_key(&id));
+    let weak = Rc::downgrade(&shard);
+    let deliver = Rc::new(move |from: u64, inbound: peer::Inbound| {
+        if let Some(shard) = weak.upgrade() {
+            shard.push(match inbound {
+                peer::Inbound::Batch(batch) => Event::Peer { from, batch },
+                peer::Inbound::Lost => Event::PeerLost { node: from },
+            });
+        }
+    });
+    tasks.spawn(peer::serve_inbound(peer_listener, expect, is_peer, deliver, metrics.clone(), tasks.clone()));
+    tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), tasks.clone()));
+    let purger = Rc::downgrade(&shard);
+    tasks.spawn(async move {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+            let Some(shard) = purger.upgrade() else { return };
+            if let Err(e) = shard.purge_wal().await {
+                tracing::warn!("WAL purge: {e}");
+            }
+        }
+    });
+    Ok((shard, client_addr))
+}

@@ -1,0 +1,464 @@
+//! One core of one node: its groups, its WAL and its peer links, driven by one
+//! event loop. Each iteration drains the events that arrived, collects the
+//! `Ready` of every group that has work, sends the leaders' appends at once
+//! (they do not wait for our fsync, Raft thesis §10.2.1), writes every
+//! group's entries and hard states as one WAL record (one write, one fsync),
+//! and when that record is durable sends the acknowledgements and votes that
+//! depended on it. Every peer gets one frame per iteration.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raftcore::{Config, ConfState, EntryKind, Message, MemStorage, NodeId, RawNode, Ready, Storage};
+
+use super::group::{Group, ReadOp, Responder};
+use super::metrics::CoreMetrics;
+use super::snapshot_file::SnapshotDir;
+use super::NodeConfig;
+use crate::client::proto::{Consistency, Op, Reply};
+use crate::kv::{KvCommand, KvStore, StateMachine};
+use crate::signal::Signal;
+use crate::transport::peer::PeerLink;
+use crate::transport::wire::Envelope;
+use crate::wal::{self, Batch, DmaIo, RecordSeq, Wal};
+
+/// Events handled per loop iteration before the readies are collected.
+const EVENTS_PER_ITERATION_MAX: usize = 8192;
+/// A group idle for this many ticks stops being ticked (less than the
+/// election timeout, so that leader and followers quiesce together).
+pub const QUIESCE_AFTER_TICKS: u32 = 4;
+
+/// Something that happened to this core.
+pub enum Event {
+    /// Messages from core `core` of node `from` (this core's peer).
+    Peer { from: u64, batch: Vec<Envelope> },
+    Client { group: u64, op: Op, respond: Responder },
+    Tick,
+    /// The connection from this core's peer on node `node` ended.
+    PeerLost { node: u64 },
+    /// WAL records up to this one are durable.
+    Durable(RecordSeq),
+    WalFailed(String),
+    Stop,
+}
+
+/// Readies whose persistence completes with one WAL record (or with the
+/// record before them, when they had nothing to write).
+struct Unsettled {
+    seq: RecordSeq,
+    readies: Vec<(u64, u64, Vec<Message>)>,
+}
+
+pub struct Shard {
+    pub node: u64,
+    pub core: u32,
+    cfg: Rc<NodeConfig>,
+    raft_cfg: Arc<Config>,
+    groups: RefCell<HashMap<u64, Group>>,
+    wal: Wal<DmaIo>,
+    snapshots: SnapshotDir,
+    events: RefCell<VecDeque<Event>>,
+    wake: Signal,
+    pub peers: HashMap<u64, Rc<PeerLink>>,
+    metrics: Arc<CoreMetrics>,
+    stopped: Cell<bool>,
+}
+
+/// Messages for each peer, gathered over one iteration.
+#[derive(Default)]
+struct Outbox {
+    by_peer: HashMap<u64, Vec<Envelope>>,
+}
+
+impl Outbox {
+    fn add(&mut self, group: u64, msgs: Vec<Message>) {
+        for msg in msgs {
+            self.by_peer.entry(msg.to.0).or_default().push(Envelope { group, msg });
+        }
+    }
+
+    fn flush(&mut self, peers: &HashMap<u64, Rc<PeerLink>>) {
+        for (node, batch) in self.by_peer.iter_mut() {
+            if let Some(link) = peers.get(node) {
+                link.send(batch);
+            }
+            batch.clear();
+        }
+    }
+}
+
+pub fn raft_config(node: u64) -> Config {
+    let mut cfg = Config::new(NodeId(node));
+    cfg.election_timeout_ticks = 10;
+    cfg.heartbeat_ticks = 2;
+    cfg.lease_ticks = 8;
+    cfg
+}
+
+impl Shard {
+    /// Opens the WAL and snapshots of this core and rebuilds its groups.
+    pub async fn open(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>) -> anyhow::Result<Shard> {
+        let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
+        let sync_mode = if cfg.sync { wal::SyncMode::Fdatasync } else { wal::SyncMode::NoSync };
+        let opts = wal::WalOptions { sync_mode, ..Default::default() };
+        let wal = Wal::open_dir(dir.join("wal"), opts).await.map_err(wal_error)?;
+        let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
+        let raft_cfg = Arc::new(raft_config(cfg.node_id));
+        let voters = cfg.voters();
+        let mut groups = HashMap::new();
+        for group in (1..=cfg.groups).filter(|&g| cfg.core_of(g) == core) {
+            let g = recover_group(&wal, &snapshots, group, &voters, raft_cfg.clone()).await?;
+            groups.insert(group, g);
+        }
+        Ok(Shard {
+            node: cfg.node_id,
+            core,
+            cfg,
+            raft_cfg,
+            groups: RefCell::new(groups),
+            wal,
+            snapshots,
+            events: RefCell::new(VecDeque::new()),
+            wake: Signal::default(),
+            peers: HashMap::new(),
+            metrics,
+            stopped: Cell::new(false),
+        })
+    }
+
+    pub fn push(&self, event: Event) {
+        self.events.borrow_mut().push_back(event);
+        self.wake.notify();
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.borrow().len()
+    }
+
+    pub fn raft_config(&self) -> &Arc<Config> {
+        &self.raft_cfg
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Length of one Raft tick.
+    pub fn tick(&self) -> std::time::Duration {
+        self.cfg.tick()
+    }
+
+    pub fn cores(&self) -> u32 {
+        self.cfg.cores
+    }
+
+    /// Deletes WAL segments no group needs (rewriting laggards forward).
+    pub async fn purge_wal(&self) -> Result<(), wal::WalError> {
+        self.wal.purge().await.map(drop)
+    }
+
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.metrics
+    }
+
+    /// The event loop; returns when stopped (or the WAL failed).
+    pub async fn run(self: Rc<Self>) -> anyhow::Result<()> {
+        // Recovered groups re-apply what their WAL says is committed.
+        let mut dirty: Vec<u64> = Vec::new();
+        for g in self.groups.borrow_mut().values_mut() {
+            g.scheduled = true;
+            dirty.push(g.id);
+        }
+        let mut unsettled: VecDeque<Unsettled> = VecDeque::new();
+        let mut batch = Batch::new();
+        let mut outbox = Outbox::default();
+        let mut failure = None;
+        loop {
+            if dirty.is_empty() && self.events.borrow().is_empty() {
+                self.wake.wait().await;
+            }
+            for _ in 0..EVENTS_PER_ITERATION_MAX {
+                let Some(event) = self.events.borrow_mut().pop_front() else { break };
+                match event {
+                    Event::Stop => self.stopped.set(true),
+                    Event::WalFailed(e) => failure = Some(anyhow::anyhow!("WAL of core {} failed: {e}", self.core)),
+                    Event::Durable(seq) => self.settle(seq, &mut unsettled, &mut outbox, &mut dirty),
+                    other => self.handle(other, &mut dirty),
+                }
+            }
+            if self.stopped.get() || failure.is_some() {
+                break;
+            }
+            let mut readies = Vec::new();
+            {
+                let mut groups = self.groups.borrow_mut();
+                for id in dirty.drain(..) {
+                    let Some(g) = groups.get_mut(&id) else { continue };
+                    g.scheduled = false;
+                    if g.raw.has_ready() {
+                        let (number, persisted) = self.process_ready(g, &mut batch, &mut outbox)?;
+                        readies.push((id, number, persisted));
+                    }
+                }
+            }
+            outbox.flush(&self.peers);
+            if readies.is_empty() {
+                continue;
+            }
+            self.metrics.readies.fetch_add(readies.len() as u64, Ordering::Relaxed);
+            if !batch.is_empty() {
+                self.metrics.wal_entries.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
+                let seq = self.wal.submit(&batch).map_err(wal_error)?;
+                batch.clear();
+                self.await_durable(seq);
+                unsettled.push_back(Unsettled { seq, readies });
+            } else if let Some(last) = unsettled.back_mut() {
+                last.readies.extend(readies);
+            } else {
+                let seq = self.wal.durable_seq();
+                unsettled.push_back(Unsettled { seq, readies });
+                self.settle(seq, &mut unsettled, &mut outbox, &mut dirty);
+                outbox.flush(&self.peers);
+            }
+        }
+        for g in self.groups.borrow_mut().values_mut() {
+            g.abandon();
+        }
+        for link in self.peers.values() {
+            link.stop();
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Spawns the wait for record `seq`; its completion comes back as an event.
+    fn await_durable(self: &Rc<Self>, seq: RecordSeq) {
+        let wal = self.wal.clone();
+        let shard = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            let result = wal.wait_durable(seq).await;
+            if let Some(shard) = shard.upgrade() {
+                shard.push(match result {
+                    Ok(()) => Event::Durable(seq),
+                    Err(e) => Event::WalFailed(e.to_string()),
+                });
+            }
+        })
+        .detach();
+    }
+
+    fn handle(&self, event: Event, dirty: &mut Vec<u64>) {
+        let mut groups = self.groups.borrow_mut();
+        let schedule = |g: &mut Group, dirty: &mut Vec<u64>| {
+            if !g.scheduled {
+                g.scheduled = true;
+                dirty.push(g.id);
+            }
+        };
+        match event {
+            Event::Peer { from, batch } => {
+                for env in batch {
+                    if env.msg.from.0 != from {
+                        continue; // A peer speaks only for itself.
+                    }
+                    match groups.get_mut(&env.group) {
+                        Some(g) => {
+                            g.wake();
+                            g.raw.step(env.msg);
+                            schedule(g, dirty);
+                        }
+                        None => {
+                            self.metrics.unknown_group_messages.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Event::Client { group, op, respond } => match groups.get_mut(&group) {
+                None => respond(Reply::UnknownGroup),
+                Some(g) => {
+                    g.wake();
+                    client_op(g, op, respond);
+                    schedule(g, dirty);
+                }
+            },
+            Event::Tick => {
+                let mut leaders = 0;
+                let mut quiesced = 0;
+                for g in groups.values_mut() {
+                    leaders += u64::from(g.raw.raft.role == raftcore::Role::Leader);
+                    if g.quiesced {
+                        quiesced += 1;
+                        continue;
+                    }
+                    g.tick(QUIESCE_AFTER_TICKS);
+                    if g.raw.has_ready() {
+                        schedule(g, dirty);
+                    }
+                }
+                self.metrics.quiesced_groups.store(quiesced, Ordering::Relaxed);
+                let stats = self.wal.stats();
+                let m = &self.metrics;
+                m.leaders.store(leaders, Ordering::Relaxed);
+                m.wal_syncs.store(stats.syncs, Ordering::Relaxed);
+                m.wal_records.store(stats.records, Ordering::Relaxed);
+            }
+            Event::PeerLost { node } => {
+                // Groups resting under that node's leadership must be able to
+                // elect another leader if it is gone.
+                for g in groups.values_mut().filter(|g| g.quiesced && g.raw.raft.leader.0 == node) {
+                    g.wake();
+                }
+            }
+            Event::Durable(_) | Event::WalFailed(_) | Event::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Takes one group's ready: appends its writes to `batch`, its early
+    /// messages to `outbox`, applies what committed. Returns the ready's
+    /// number and the messages that wait for durability.
+    fn process_ready(&self, g: &mut Group, batch: &mut Batch, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
+        let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
+        if let Some(ss) = soft_state {
+            g.on_role_change(ss.role);
+        }
+        let gid = wal::GroupId(g.id);
+        if let Some(s) = snapshot {
+            g.sm.restore(&s.data).map_err(|e| anyhow::anyhow!("group {}: the leader's snapshot at {} does not restore: {e}", g.id, s.meta.index))?;
+            // Durable before the WAL forgets what it covers.
+            self.snapshots.save(g.id, &s)?;
+            batch.truncate(gid, wal::LogIndex(s.meta.index.0 + 1));
+            batch.compact(gid, wal::LogIndex(s.meta.index.0));
+            g.raw.raft.log.storage.apply_snapshot(s);
+            self.metrics.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+        }
+        for e in &entries {
+            batch.push_entry_tagged(gid, wal::Term(e.term.0), wal::LogIndex(e.index.0), e.kind as u8, &e.data);
+        }
+        let storage = &mut g.raw.raft.log.storage;
+        storage.append_owned(entries);
+        if let Some(hs) = hard_state {
+            batch.set_hard_state(gid, wal::HardState { term: wal::Term(hs.term.0), vote: hs.vote.0, commit: wal::LogIndex(hs.commit.0) });
+            storage.set_hard_state(hs);
+        }
+        outbox.add(g.id, messages);
+        g.apply(committed_entries);
+        g.on_read_states(&read_states);
+        self.maybe_compact(g, batch)?;
+        Ok((number, persisted_messages))
+    }
+
+    /// Snapshots the state machine and compacts the log once enough entries
+    /// were applied since the last time, or when a follower needs a newer
+    /// snapshot than the one kept.
+    fn maybe_compact(&self, g: &mut Group, batch: &mut Batch) -> anyhow::Result<()> {
+        let applied = g.sm.applied();
+        let storage = &g.raw.raft.log.storage;
+        let wanted = storage.snapshot_wanted();
+        let due = applied.0 >= storage.first_index().0 + self.cfg.compact_every_entries || (wanted.0 > 0 && applied >= wanted);
+        if !due || applied > storage.last_index() || applied < storage.first_index() {
+            return Ok(());
+        }
+        let conf_state = g.raw.raft.tracker.conf_state();
+        let data = g.sm.snapshot();
+        let storage = &mut g.raw.raft.log.storage;
+        storage.create_snapshot(applied, conf_state, data);
+        let snapshot = storage.snapshot(raftcore::LogIndex::ZERO).expect("just created");
+        self.snapshots.save(g.id, &snapshot)?;
+        batch.compact(wal::GroupId(g.id), wal::LogIndex(applied.0));
+        self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records up to `seq` are durable: tell the groups, send what waited.
+    fn settle(&self, seq: RecordSeq, unsettled: &mut VecDeque<Unsettled>, outbox: &mut Outbox, dirty: &mut Vec<u64>) {
+        let mut groups = self.groups.borrow_mut();
+        while unsettled.front().is_some_and(|u| u.seq <= seq) {
+            let u = unsettled.pop_front().expect("front exists");
+            for (id, number, msgs) in u.readies {
+                let Some(g) = groups.get_mut(&id) else { continue };
+                g.raw.on_persisted(number);
+                outbox.add(id, msgs);
+                if !g.scheduled {
+                    g.scheduled = true;
+                    dirty.push(id);
+                }
+            }
+        }
+    }
+}
+
+/// Turns a client operation into a proposal or a read of `g`.
+fn client_op(g: &mut Group, op: Op, respond: Responder) {
+    let propose = |g: &mut Group, cmd: KvCommand, respond| g.propose(cmd.encode(), respond);
+    match op {
+        Op::Put { key, value } => propose(g, KvCommand::Put { key, value }, respond),
+        Op::Delete { key } => propose(g, KvCommand::Delete { key }, respond),
+        Op::Cas { key, expected, new } => propose(g, KvCommand::Cas { key, expected, new }, respond),
+        Op::Get { key, consistency } => read(g, ReadOp::Get { key }, consistency, respond),
+        Op::Scan { prefix, limit, consistency } => read(g, ReadOp::Scan { prefix, limit }, consistency, respond),
+    }
+}
+
+fn read(g: &mut Group, op: ReadOp, consistency: Consistency, respond: Responder) {
+    match consistency {
+        Consistency::Stale => respond(g.read_stale(&op)),
+        Consistency::Linearizable => g.read(op, respond),
+    }
+}
+
+/// Rebuilds one group from its snapshot file and its WAL entries.
+async fn recover_group(wal: &Wal<DmaIo>, snapshots: &SnapshotDir, group: u64, voters: &[NodeId], cfg: Arc<Config>) -> anyhow::Result<Group> {
+    let mut sm = KvStore::new();
+    let mut storage = match snapshots.load(group)? {
+        Some(s) => {
+            sm.restore(&s.data).map_err(|e| anyhow::anyhow!("group {group}: snapshot does not restore: {e}"))?;
+            let mut storage = MemStorage::default();
+            storage.apply_snapshot(s);
+            storage
+        }
+        None => MemStorage::new(ConfState { voters: voters.to_vec(), ..Default::default() }),
+    };
+    let base = storage.last_index();
+    if let Some(info) = wal.group(wal::GroupId(group)) {
+        let lo = info.first_index.0.max(base.0 + 1);
+        if info.last_index.0 >= lo {
+            anyhow::ensure!(
+                info.first_index.0 <= base.0 + 1,
+                "group {group}: the WAL starts at entry {} but the snapshot ends at {}: entries are missing",
+                info.first_index.0,
+                base.0
+            );
+            let entries = wal.entries(wal::GroupId(group), wal::LogIndex(lo), wal::LogIndex(info.last_index.0 + 1)).await.map_err(wal_error)?;
+            let entries: Vec<raftcore::Entry> = entries.into_iter().map(|e| from_wal(group, e)).collect::<anyhow::Result<_>>()?;
+            storage.append_owned(entries);
+        }
+        if let Some(hs) = info.hard_state {
+            let commit = raftcore::LogIndex(hs.commit.0).max(base).min(storage.last_index());
+            storage.set_hard_state(raftcore::HardState { term: raftcore::Term(hs.term.0), vote: NodeId(hs.vote), commit });
+        }
+    }
+    sm.set_applied(storage.first_index().prev());
+    let raw = RawNode::new_shared(cfg, group, storage)?;
+    Ok(Group::new(group, raw, sm))
+}
+
+/// A WAL entry back into a raftcore entry: the first payload byte is the kind.
+fn from_wal(group: u64, e: wal::Entry) -> anyhow::Result<raftcore::Entry> {
+    let payload = Bytes::from(e.payload);
+    let kind = payload.first().and_then(|&b| EntryKind::from_u8(b));
+    let Some(kind) = kind else {
+        anyhow::bail!("group {group}: WAL entry {} has no valid kind byte", e.index.0);
+    };
+    Ok(raftcore::Entry { term: raftcore::Term(e.term.0), index: raftcore::LogIndex(e.index.0), kind, data: payload.slice(1..) })
+}
+
+/// WAL errors may share an `Rc`; keep their message for `anyhow`.
+fn wal_error(e: wal::WalError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}

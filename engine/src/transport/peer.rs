@@ -1,0 +1,250 @@
+//! Connections between core `k` of this node and core `k` of each peer.
+//!
+//! Each direction has its own TCP connection: this core dials every peer's
+//! core to send (`PeerLink`, reconnecting with back-off) and accepts the
+//! peers' connections to receive (`serve_inbound`). A frame holds every
+//! message for that peer from one loop iteration. Raft tolerates loss, so
+//! while a peer is unreachable its frames are dropped, never queued without
+//! bound. A bad handshake or frame closes that connection with a logged
+//! error; the node goes on.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::wire::{self, Decoded, Envelope, Handshake};
+use crate::node::metrics::CoreMetrics;
+use crate::signal::Signal;
+use crate::tasks::TaskSet;
+
+/// Bytes of encoded frames waiting for one peer before new ones are dropped.
+pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
+/// Back-off between connection attempts.
+const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(10);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
+/// A peer that does not complete its handshake in this time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Receive buffer growth step.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// The sending side towards one peer core.
+pub struct PeerLink {
+    pub node: u64,
+    addr: SocketAddr,
+    hello: Handshake,
+    queue: RefCell<Vec<u8>>,
+    wake: Signal,
+    connected: Cell<bool>,
+    stopped: Cell<bool>,
+    metrics: Arc<CoreMetrics>,
+}
+
+impl PeerLink {
+    pub fn new(node: u64, addr: SocketAddr, hello: Handshake, metrics: Arc<CoreMetrics>) -> Rc<PeerLink> {
+        Rc::new(PeerLink {
+            node,
+            addr,
+            hello,
+            queue: RefCell::new(Vec::new()),
+            wake: Signal::default(),
+            connected: Cell::new(false),
+            stopped: Cell::new(false),
+            metrics,
+        })
+    }
+
+    /// Queues one frame with `batch`; dropped when the peer is not connected
+    /// or too far behind.
+    pub fn send(&self, batch: &[Envelope]) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut queue = self.queue.borrow_mut();
+        let m = &self.metrics;
+        if !self.connected.get() || queue.len() > PEER_QUEUE_BYTES_MAX {
+            m.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        wire::encode_batch(batch, &mut queue);
+        m.frames_sent.fetch_add(1, Ordering::Relaxed);
+        m.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        drop(queue);
+        self.wake.notify();
+    }
+
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.wake.notify();
+    }
+
+    /// Keeps a connection to the peer open and writes queued frames to it.
+    pub async fn run(self: Rc<Self>) {
+        let mut delay = RECONNECT_DELAY_MIN;
+        while !self.stopped.get() {
+            match self.connect().await {
+                Ok(stream) => {
+                    delay = RECONNECT_DELAY_MIN;
+                    self.connected.set(true);
+                    if let Err(e) = self.write_loop(stream).await {
+                        tracing::debug!(peer = self.node, addr = %self.addr, "peer connection lost: {e}");
+                    }
+                    self.connected.set(false);
+                    self.queue.borrow_mut().clear();
+                }
+                Err(e) => {
+                    tracing::trace!(peer = self.node, addr = %self.addr, "connecting: {e}");
+                    glommio::timer::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let mut stream = TcpStream::connect_timeout(self.addr, HANDSHAKE_TIMEOUT).await.map_err(crate::io_error)?;
+        stream.set_nodelay(true).map_err(crate::io_error)?;
+        let mut hello = Vec::new();
+        wire::encode_handshake(&self.hello, &mut hello);
+        stream.write_all(&hello).await?;
+        Ok(stream)
+    }
+
+    async fn write_loop(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        while !self.stopped.get() {
+            if self.queue.borrow().is_empty() {
+                self.wake.wait().await;
+                continue;
+            }
+            std::mem::swap(&mut out, &mut *self.queue.borrow_mut());
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// What an accepted connection must prove in its handshake.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect {
+    pub cluster_id: u64,
+    pub core: u32,
+    pub cores: u32,
+    pub version: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Wire(#[from] wire::WireError),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("connection closed")]
+    Closed,
+}
+
+/// What an inbound connection reports about its peer.
+pub enum Inbound {
+    Batch(Vec<Envelope>),
+    /// The connection of a peer that had completed its handshake ended: it
+    /// may have crashed (groups it led must not wait for it quietly).
+    Lost,
+}
+
+/// Accepts peer connections on `listener` and hands every decoded batch to
+/// `deliver` (with the sending node's id).
+pub async fn serve_inbound<F>(listener: TcpListener, expect: Expect, is_peer: Rc<dyn Fn(u64) -> bool>, deliver: Rc<F>, metrics: Arc<CoreMetrics>, tasks: TaskSet)
+where
+    F: Fn(u64, Inbound) + 'static,
+{
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accepting a peer connection: {e}");
+                glommio::timer::sleep(RECONNECT_DELAY_MIN).await;
+                continue;
+            }
+        };
+        let (deliver, metrics, is_peer) = (deliver.clone(), metrics.clone(), is_peer.clone());
+        tasks.spawn(async move {
+            let peer = stream.peer_addr().ok();
+            if let Err(e) = read_peer(stream, expect, &*is_peer, &*deliver, &metrics).await {
+                if !matches!(e, InboundError::Closed) {
+                    metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?peer, "closing peer connection: {e}");
+                }
+            }
+        });
+    }
+}
+
+async fn read_peer<F: Fn(u64, Inbound)>(mut stream: TcpStream, expect: Expect, is_peer: &dyn Fn(u64) -> bool, deliver: &F, metrics: &CoreMetrics) -> Result<(), InboundError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut filled = 0;
+    let hello = loop {
+        if let Decoded::Frame(h, used) = wire::decode_handshake(&buf[..filled])? {
+            buf.drain(..used);
+            filled -= used;
+            break h;
+        }
+        filled += read_more(&mut stream, &mut buf, filled).await?;
+    };
+    check_handshake(&hello, expect, is_peer)?;
+    let result = read_frames(stream, buf, filled, hello.node_id, deliver, metrics).await;
+    deliver(hello.node_id, Inbound::Lost);
+    result
+}
+
+async fn read_frames<F: Fn(u64, Inbound)>(mut stream: TcpStream, mut buf: Vec<u8>, mut filled: usize, node: u64, deliver: &F, metrics: &CoreMetrics) -> Result<(), InboundError> {
+    loop {
+        let mut start = 0;
+        while let Decoded::Frame(batch, used) = wire::decode_batch(&buf[start..filled])? {
+            start += used;
+            metrics.frames_received.fetch_add(1, Ordering::Relaxed);
+            deliver(node, Inbound::Batch(batch));
+        }
+        if start > 0 {
+            buf.copy_within(start..filled, 0);
+            filled -= start;
+        }
+        filled += read_more(&mut stream, &mut buf, filled).await?;
+    }
+}
+
+fn check_handshake(h: &Handshake, expect: Expect, is_peer: &dyn Fn(u64) -> bool) -> Result<(), InboundError> {
+    let refuse = |why: String| Err(InboundError::Handshake(why));
+    if h.cluster_id != expect.cluster_id {
+        return refuse(format!("cluster id {:#x}, expected {:#x}", h.cluster_id, expect.cluster_id));
+    }
+    if h.version != expect.version {
+        return refuse(format!("protocol version {}, expected {}", h.version, expect.version));
+    }
+    if h.cores != expect.cores || h.core != expect.core {
+        return refuse(format!("core {}/{} dialled core {}/{}: every node must run the same core count", h.core, h.cores, expect.core, expect.cores));
+    }
+    if !is_peer(h.node_id) {
+        return refuse(format!("node {} is not a peer of this cluster", h.node_id));
+    }
+    Ok(())
+}
+
+/// Reads at least one byte into `buf[filled..]`, growing it; returns the count.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, filled: usize) -> Result<usize, InboundError> {
+    if buf.len() < filled + READ_CHUNK_BYTES {
+        buf.resize(filled + READ_CHUNK_BYTES, 0);
+    }
+    let n = stream.read(&mut buf[filled..]).await?;
+    if n == 0 {
+        return Err(InboundError::Closed);
+    }
+    Ok(n)
+}

@@ -1,0 +1,168 @@
+//! Three real nodes on loopback (TCP, fsynced WALs): elections across many
+//! groups, replication, reads, a crash and restart, leader failover, and
+//! hostile bytes on the peer and client ports.
+
+mod cluster_common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster_common::{eventually, expect_done, TestCluster};
+use engine::client::proto::{Consistency, Op, Reply};
+use engine::client::Outcome;
+
+fn value(group: u64, i: u64) -> Bytes {
+    Bytes::from(format!("g{group}-v{i}"))
+}
+
+#[test]
+fn groups_elect_replicate_and_serve_linearizable_reads() {
+    let groups = 300;
+    let c = TestCluster::start(groups, 2);
+    eventually(Duration::from_secs(30), "a leader for every group", || (1..=3).map(|id| c.metrics(id).leaders).sum::<u64>() == groups);
+    let mut client = c.client();
+    for g in 1..=groups {
+        expect_done(client.put(g, "k", value(g, 1)), "first put");
+    }
+    for g in 1..=groups {
+        assert_eq!(client.get(g, "k"), Outcome::Ok(Reply::Value(Some(value(g, 1)))), "group {g}");
+    }
+    expect_done(client.cas(1, "k", Some(value(1, 1)), Some(value(1, 2))), "cas");
+    assert_eq!(client.cas(1, "k", Some(value(1, 1)), None), Outcome::Ok(Reply::CasFailed { current: Some(value(1, 2)) }));
+    expect_done(client.delete(2, "k"), "delete");
+    assert_eq!(client.get(2, "k"), Outcome::Ok(Reply::Value(None)));
+    // Every replica applies every write: stale reads on each node converge.
+    for id in 1..=3 {
+        let mut local = c.client_of(id);
+        eventually(Duration::from_secs(10), "replica caught up", || {
+            local.call(1, Op::Get { key: Bytes::from("k"), consistency: Consistency::Stale }) == Outcome::Ok(Reply::Value(Some(value(1, 2))))
+        });
+    }
+    let m = c.metrics(1);
+    assert!(m.wal_syncs > 0 && m.frames_sent > 0, "{m:?}");
+    assert!(m.messages_sent >= m.frames_sent, "frames carry batches: {m:?}");
+}
+
+fn stale_get(c: &TestCluster, node: u64, group: u64, key: &str) -> Outcome {
+    c.client_of(node).call(group, Op::Get { key: Bytes::copy_from_slice(key.as_bytes()), consistency: Consistency::Stale })
+}
+
+#[test]
+fn killed_node_recovers_from_its_wal_and_catches_up_by_snapshot() {
+    let groups = 16;
+    let mut c = TestCluster::start(groups, 2);
+    let mut client = c.client();
+    for g in 1..=groups {
+        expect_done(client.put(g, "k", value(g, 0)), "put before the crash");
+    }
+    for id in 1..=3 {
+        eventually(Duration::from_secs(10), "every replica applied", || (1..=groups).all(|g| stale_get(&c, id, g, "k") == Outcome::Ok(Reply::Value(Some(value(g, 0))))));
+    }
+    c.kill(3);
+    // Far past the compaction interval (64 entries in tests): the survivors
+    // compact their logs, so node 3 can only catch up group 1 by snapshot.
+    for i in 0..300 {
+        expect_done(client.put(1, format!("k{i}"), value(1, i)), "put while node 3 is down");
+    }
+    assert!(c.metrics(1).snapshots + c.metrics(2).snapshots > 0, "the survivors compacted");
+    c.restart(3);
+    eventually(Duration::from_secs(20), "node 3 caught up group 1", || stale_get(&c, 3, 1, "k299") == Outcome::Ok(Reply::Value(Some(value(1, 299)))));
+    assert!(c.metrics(3).snapshots_installed > 0, "node 3 installed a snapshot: {:?}", c.metrics(3));
+    // Its other groups came back from its own WAL.
+    for g in 2..=groups {
+        eventually(Duration::from_secs(5), "node 3 re-applied its WAL", || stale_get(&c, 3, g, "k") == Outcome::Ok(Reply::Value(Some(value(g, 0)))));
+    }
+    // A whole-cluster restart loses nothing acknowledged.
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let mut client = c.client();
+    for i in [0, 150, 299] {
+        assert_eq!(client.get(1, format!("k{i}")), Outcome::Ok(Reply::Value(Some(value(1, i)))));
+    }
+    for g in 2..=groups {
+        assert_eq!(client.get(g, "k"), Outcome::Ok(Reply::Value(Some(value(g, 0)))), "group {g}");
+    }
+}
+
+#[test]
+fn leader_failover_keeps_every_acknowledged_write() {
+    let groups = 8;
+    let mut c = TestCluster::start(groups, 1);
+    let mut client = c.client();
+    expect_done(client.put(1, "warm", "up"), "first write");
+    let leader = client.leader_of(1).expect("a leader answered");
+    let mut acked = Vec::new();
+    let mut unknown = 0;
+    for i in 0..400u64 {
+        if i == 100 {
+            c.kill(leader);
+        }
+        match client.put(1 + i % groups, format!("f{i}"), value(0, i)) {
+            Outcome::Ok(Reply::Done) => acked.push(i),
+            Outcome::Unknown(_) => unknown += 1,
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    assert!(acked.len() >= 300, "writes continued after the failover: {} acked, {unknown} unknown", acked.len());
+    assert_ne!(client.leader_of(1), Some(leader));
+    c.restart(leader);
+    let mut reader = c.client();
+    for i in acked {
+        assert_eq!(reader.get(1 + i % groups, format!("f{i}")), Outcome::Ok(Reply::Value(Some(value(0, i)))), "acknowledged write {i} lost");
+    }
+}
+
+#[test]
+fn hostile_bytes_on_peer_and_client_ports_leave_the_node_serving() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let c = TestCluster::start(4, 1);
+    let mut client = c.client();
+    expect_done(client.put(1, "before", "x"), "write before the attack");
+    let peer_addr = c.configs[&1].peers[&1];
+    let client_addr = c.client_addrs[&1][0];
+    let send = |addr, bytes: &[u8]| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        // The node closes the connection: reading ends (EOF or reset).
+        let mut sink = [0u8; 64];
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    };
+    let mut hello = Vec::new();
+    engine::transport::wire::encode_handshake(&engine::transport::wire::Handshake { cluster_id: 7, node_id: 2, core: 0, cores: 1, version: engine::node::PEER_PROTOCOL_VERSION }, &mut hello);
+    let mut wrong_cluster = Vec::new();
+    engine::transport::wire::encode_handshake(&engine::transport::wire::Handshake { cluster_id: 8, node_id: 2, core: 0, cores: 1, version: engine::node::PEER_PROTOCOL_VERSION }, &mut wrong_cluster);
+    let oversized = [hello.clone(), vec![0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]].concat();
+    let bad_crc = [hello.clone(), vec![4, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9]].concat();
+    let mut garbage_body = hello.clone();
+    let start = engine::framing::begin_frame(&mut garbage_body);
+    garbage_body.extend_from_slice(&[0xAB; 300]);
+    engine::framing::finish_frame(&mut garbage_body, start);
+    for attack in [&b"GET / HTTP/1.1\r\n\r\n"[..], &wrong_cluster, &oversized, &bad_crc, &garbage_body] {
+        send(peer_addr, attack);
+    }
+    let mut client_hello = Vec::new();
+    engine::client::proto::encode_client_hello(&mut client_hello);
+    let mut bad_op = client_hello.clone();
+    let start = engine::framing::begin_frame(&mut bad_op);
+    bad_op.extend_from_slice(&[0; 16]);
+    bad_op.push(200);
+    engine::framing::finish_frame(&mut bad_op, start);
+    for attack in [&b"\x00\x01garbage"[..], &[client_hello.clone(), vec![0xff; 8]].concat(), &bad_op] {
+        send(client_addr, attack);
+    }
+    eventually(Duration::from_secs(5), "refusals counted", || c.metrics(1).connections_refused >= 4);
+    expect_done(client.put(1, "after", "y"), "write after the attack");
+    assert_eq!(client.get(1, "before"), Outcome::Ok(Reply::Value(Some(Bytes::from("x")))));
+}

@@ -1,0 +1,119 @@
+//! A three-node cluster on loopback for tests: each node its own `Cluster`
+//! (its own executor thread), so one can be killed and restarted while the
+//! others run. Data lives in a temporary directory on the real disk.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use engine::client::{Client, ClientOptions, ClusterMap, Outcome};
+use engine::client::proto::Reply;
+use engine::node::{Cluster, NodeConfig};
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub configs: BTreeMap<u64, NodeConfig>,
+    pub nodes: BTreeMap<u64, Cluster>,
+    pub client_addrs: BTreeMap<u64, Vec<SocketAddr>>,
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn data_root() -> PathBuf {
+    // O_DIRECT needs a real file system; the target directory is on one.
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+impl TestCluster {
+    pub fn start(groups: u64, cores: u32) -> TestCluster {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        let dir = tempfile::tempdir_in(data_root()).unwrap();
+        let mut peers = BTreeMap::new();
+        for id in 1..=3u64 {
+            // Cores take consecutive ports from the base.
+            let base = loop {
+                let p = free_port();
+                if (1..cores as u16).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
+                    break p;
+                }
+            };
+            peers.insert(id, SocketAddr::from(([127, 0, 0, 1], base)));
+        }
+        let mut configs = BTreeMap::new();
+        for id in 1..=3u64 {
+            let cfg = NodeConfig {
+                node_id: id,
+                peers: peers.clone(),
+                client_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                data_dir: dir.path().to_path_buf(),
+                cores,
+                groups,
+                cluster_id: 7,
+                tick_ms: 20,
+                sync: true,
+                pin_cores: false,
+                compact_every_entries: 64,
+            };
+            configs.insert(id, cfg);
+        }
+        let mut c = TestCluster { dir, configs, nodes: BTreeMap::new(), client_addrs: BTreeMap::new() };
+        for id in 1..=3 {
+            c.restart(id);
+        }
+        c
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let cluster = Cluster::start_node(self.configs[&id].clone()).expect("node starts");
+        self.client_addrs.insert(id, cluster.client_addrs(id));
+        self.nodes.insert(id, cluster);
+    }
+
+    /// Stops every core of `id` at once, as a crash would.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(c) = self.nodes.remove(&id) {
+            c.kill(id);
+            c.shutdown().expect("node stops cleanly");
+        }
+    }
+
+    pub fn map(&self) -> ClusterMap {
+        ClusterMap { nodes: self.client_addrs.clone() }
+    }
+
+    pub fn client(&self) -> Client {
+        let opts = ClientOptions { request_timeout: Duration::from_secs(3), deadline: Duration::from_secs(20), ..Default::default() };
+        Client::new(self.map(), opts)
+    }
+
+    /// A client that talks to node `id` only (for stale reads of one replica).
+    pub fn client_of(&self, id: u64) -> Client {
+        let nodes = [(id, self.client_addrs[&id].clone())].into_iter().collect();
+        Client::new(ClusterMap { nodes }, ClientOptions { deadline: Duration::from_secs(2), ..Default::default() })
+    }
+
+    pub fn metrics(&self, id: u64) -> engine::node::MetricsSnapshot {
+        self.nodes[&id].metrics(id)
+    }
+}
+
+pub fn expect_done(outcome: Outcome, what: &str) {
+    assert_eq!(outcome, Outcome::Ok(Reply::Done), "{what}");
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
