@@ -2,6 +2,8 @@
 //! public contract of shared/BENCH.md.
 
 mod alloc_count;
+mod cluster;
+mod load;
 // The API that modes use: parts of it wait for the modes that need them.
 #[allow(dead_code)]
 mod args;

@@ -28,6 +28,8 @@ pub enum ProposeError {
     TransferInProgress(NodeId),
     #[error("{uncommitted_entries} entries are not committed yet; retry later")]
     TooManyUncommitted { uncommitted_entries: u64 },
+    #[error("this leader is leaving the group (it is not a voter of the new configuration); retry at the next leader")]
+    LeaderLeaving,
     #[error("membership change refused: {0}")]
     ConfChange(#[from] ConfChangeError),
 }
@@ -293,6 +295,8 @@ impl<S: Storage> Raft<S> {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
+        self.maybe_auto_leave_joint();
+        self.maybe_hand_over();
     }
 
     /// Whether a quorum was heard from within the last election timeout.
@@ -344,6 +348,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn on_election_won(&mut self, was_pre_vote: bool) {
+        // A membership change applied during the campaign may have removed us.
+        if !self.promotable() {
+            self.become_follower(self.term, NodeId::NONE);
+            return;
+        }
         if was_pre_vote {
             self.campaign(Campaign::Election);
         } else {
@@ -551,7 +560,12 @@ impl<S: Storage> Raft<S> {
         let last_index = self.log.last_index();
         let Some(pr) = self.tracker.get_mut(from) else { return };
         let was_paused = pr.is_paused(self.cfg.max_inflight_msgs);
-        if !pr.maybe_update(index) {
+        // A probe acknowledged at the match index (e.g. the first append after
+        // a snapshot) confirms the match as much as one that moves it: the
+        // follower's log agrees with ours up to `index`, so stream from there.
+        let grew = pr.maybe_update(index);
+        let probe_confirmed = pr.state == ProgressState::Probe && pr.matched == index;
+        if !grew && !probe_confirmed {
             if pr.state == ProgressState::Replicate {
                 pr.inflights.free_to(index);
             }
@@ -574,6 +588,7 @@ impl<S: Storage> Raft<S> {
         if from == self.lead_transferee && caught_up {
             self.send_timeout_now(from);
         }
+        self.maybe_hand_over();
     }
 
     /// Advances the commit index to what a quorum has durably stored.
@@ -841,6 +856,14 @@ impl<S: Storage> Raft<S> {
         if uncommitted_entries >= limits::UNCOMMITTED_ENTRIES_MAX {
             return Err(ProposeError::TooManyUncommitted { uncommitted_entries });
         }
+        // A leader outside the incoming voters appends nothing once the leave
+        // entry may be in its log (nor after it applied a configuration without
+        // itself): when it hands over (`maybe_hand_over`), its whole log is
+        // then already held by a majority of C_new.
+        let outgoing_only = !self.tracker.voters.incoming.contains(self.id);
+        if outgoing_only && (self.pending_conf_index > self.log.applied || !self.tracker.is_voter(self.id)) {
+            return Err(ProposeError::LeaderLeaving);
+        }
         Ok(())
     }
 
@@ -862,11 +885,24 @@ impl<S: Storage> Raft<S> {
         Ok(index)
     }
 
-    /// Refuses changes that would demote the leader, promote a learner that
-    /// has not caught up, or leave the new configuration without a quorum of
-    /// replicas heard from within the election timeout.
+    /// Refuses changes that would demote the leader in a single step, promote
+    /// a learner that has not caught up, or leave the new configuration
+    /// without a quorum of replicas heard from within the election timeout.
+    ///
+    /// Leaving a joint configuration is always allowed: it is how a joint
+    /// change finishes, it only drops the outgoing half's requirements, and a
+    /// leader that is not a voter of C_new must still drive it (thesis §4.2.2).
+    /// Entering a joint configuration that removes the leader is allowed too:
+    /// the leader keeps leading from the outgoing half until C_new is applied,
+    /// then hands over (see `maybe_hand_over`).
     fn check_conf_change_safe(&self, cc: &ConfChange, next: &ConfState) -> Result<(), ConfChangeError> {
-        if !next.voters.contains(&self.id) {
+        assert!(self.role == Role::Leader && self.tracker.is_voter(self.id), "a conf change checked at a non-voting or non-leader replica {}", self.id);
+        if cc.is_leave_joint() {
+            return Ok(());
+        }
+        let enters_joint = !next.voters_outgoing.is_empty();
+        assert!(!enters_joint || next.voters_outgoing.contains(&self.id), "leader {} is not a voter of the joint configuration it proposes", self.id);
+        if !enters_joint && !next.voters.contains(&self.id) {
             return Err(ConfChangeError::RemovesLeader(self.id));
         }
         let last = self.log.last_index();
@@ -895,10 +931,6 @@ impl<S: Storage> Raft<S> {
         if self.role != Role::Leader {
             return;
         }
-        if !self.tracker.is_voter(self.id) {
-            self.become_follower(self.term, NodeId::NONE);
-            return;
-        }
         if !self.lead_transferee.is_none() && !self.tracker.is_voter(self.lead_transferee) {
             self.lead_transferee = NodeId::NONE;
         }
@@ -909,15 +941,50 @@ impl<S: Storage> Raft<S> {
         }
         self.maybe_commit();
         self.broadcast_pending = true;
+        self.maybe_hand_over();
+    }
+
+    /// A leader that is not a voter of its configuration is leaving: it led
+    /// from the outgoing half until C_new was applied (thesis §4.2.2), or an
+    /// earlier leader's change removed it. It takes no proposals and keeps
+    /// replicating, counting only the voters, until one of them holds its
+    /// whole log; then it sends everyone the commit index, asks that voter to
+    /// campaign at once, and steps down. Waiting for a voter with the whole
+    /// log matters: voters that have not applied the change yet may still need
+    /// this replica's vote, which it refuses to a shorter log, and it can no
+    /// longer campaign itself.
+    fn maybe_hand_over(&mut self) {
+        if self.role != Role::Leader || self.tracker.is_voter(self.id) {
+            return;
+        }
+        let (committed, last, round) = (self.log.committed, self.log.last_index(), self.read_round);
+        let successor = self.tracker.iter().find(|p| self.tracker.is_voter(p.id) && p.matched == last).map(|p| p.id);
+        let Some(to) = successor else { return };
+        assert!(to != self.id, "leader {} is not a voter, yet chose itself as successor", self.id);
+        let heartbeats: Vec<(NodeId, LogIndex)> = self.tracker.iter().filter(|p| p.id != self.id).map(|p| (p.id, p.matched.min(committed))).collect();
+        for (peer, commit) in heartbeats {
+            self.send(peer, self.term, MessageBody::Heartbeat { commit, round });
+        }
+        self.send_timeout_now(to);
+        self.become_follower(self.term, NodeId::NONE);
     }
 
     /// After the entry that entered a joint configuration is applied, the
-    /// leader proposes leaving it (for `auto_leave` transitions).
+    /// leader proposes leaving it (for `auto_leave` transitions). Called when
+    /// committed entries are applied and on every leader tick, so a proposal
+    /// refused for a passing reason is retried. A leader that is no voter at
+    /// all (see `maybe_hand_over`) leaves that to its successor.
     pub(crate) fn maybe_auto_leave_joint(&mut self) {
         let t = &self.tracker;
-        if self.role == Role::Leader && t.auto_leave && t.voters.is_joint() && self.pending_conf_index <= self.log.applied {
-            // Refused only while a transfer runs; retried on the next Ready.
-            let _ = self.propose_conf_change(&ConfChange::leave_joint());
+        if self.role != Role::Leader || !t.auto_leave || !t.voters.is_joint() || !t.is_voter(self.id) || self.pending_conf_index > self.log.applied {
+            return;
+        }
+        match self.propose_conf_change(&ConfChange::leave_joint()) {
+            Ok(_) => {}
+            // Retried on the next tick: a transfer finishes (we no longer lead)
+            // or is aborted within an election timeout; commits catch up.
+            Err(ProposeError::TransferInProgress(_) | ProposeError::TooManyUncommitted { .. }) => {}
+            Err(e) => panic!("leader {} could not leave the joint configuration {:?}: {e}", self.id, self.tracker.conf_state()),
         }
     }
 

@@ -1,11 +1,141 @@
-//! The `write` mode: see shared/BENCH.md. It needs the multi-Raft node
-//! (issue 4) and refuses to run until the node exists.
+//! The default mode: a write (and optionally read) workload against an
+//! embedded 3-node cluster or, with `--target`, running servers. See
+//! shared/BENCH.md.
 
+use std::time::{Duration, Instant};
+
+use crate::cluster::{parse_target, Embedded, EmbeddedShape};
+use crate::load::{Load, LoadReport, LoadShape};
 use crate::outcome::{Outcome, RunContext};
+use crate::progress::Plan;
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct WriteArgs {}
+pub struct WriteArgs {
+    /// Nodes of the embedded cluster (each replicates every group).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Raft groups.
+    #[arg(long, default_value_t = 1000)]
+    pub groups: u64,
+    /// Operations in flight (over all connections).
+    #[arg(long, default_value_t = 256)]
+    pub clients: usize,
+    /// Bytes of each written value.
+    #[arg(long, default_value = "64", value_parser = crate::args::parse_bytes)]
+    pub payload: u64,
+    /// How long to measure (after a warm-up that elects leaders).
+    #[arg(long, default_value = "10s", value_parser = crate::args::parse_duration)]
+    pub duration: Duration,
+    /// Fraction of operations that are linearizable reads (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Executor cores per node (the embedded cluster runs core k of every node on executor k).
+    #[arg(long, default_value_t = default_cores())]
+    pub cores: u32,
+    /// Fsync every WAL write (the default).
+    #[arg(long, overrides_with = "no_sync")]
+    pub sync: bool,
+    /// Do not fsync (experiments only: acknowledged writes could be lost in a power cut).
+    #[arg(long, overrides_with = "sync")]
+    pub no_sync: bool,
+    /// Drive running `myriad` servers instead: base client addresses,
+    /// `1=host:port,2=host:port,...` (core k serves port + k; give --cores).
+    #[arg(long, value_name = "ADDRS")]
+    pub target: Option<String>,
+    /// Keys per group that writes choose from.
+    #[arg(long, default_value_t = 1024)]
+    pub keys_per_group: u64,
+}
 
-pub fn run(_args: &WriteArgs, _ctx: &RunContext) -> anyhow::Result<Outcome> {
-    anyhow::bail!("mode `write` is not yet available: it needs the multi-Raft node (issue 4)")
+pub fn default_cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32).min(64)
+}
+
+/// Warm-up before measuring: leaders elected and known to the load threads.
+const WARMUP_MAX: Duration = Duration::from_secs(30);
+const WARMUP_MIN: Duration = Duration::from_secs(1);
+
+pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(args.payload <= 1 << 20, "--payload is at most 1 MiB");
+    anyhow::ensure!(args.cores >= 1, "--cores must be at least 1");
+    let sync = !args.no_sync;
+    let mut out = Outcome::new("write");
+    out.config("nodes", args.nodes);
+    out.config("groups", args.groups);
+    out.config("clients", args.clients as u64);
+    out.config("payload_bytes", args.payload);
+    out.config("duration_s", args.duration.as_secs_f64());
+    out.config("read_ratio", args.read_ratio);
+    out.config("cores", args.cores);
+    out.config("sync", sync);
+    out.config("target", args.target.clone().unwrap_or_else(|| "embedded".into()));
+
+    // Declared before the cluster so the cluster stops before its directory goes.
+    let mut data_dir = None;
+    let mut embedded = None;
+    let map = match &args.target {
+        Some(t) => parse_target(t, args.cores)?,
+        None => {
+            let dir = data_dir.insert(ctx.open_data_dir()?);
+            let shape = EmbeddedShape { nodes: args.nodes, groups: args.groups, cores: args.cores, sync };
+            ctx.progress.phase("starting the cluster", "groups", Plan::Open);
+            embedded.insert(Embedded::start(&shape, dir.path())?).map.clone()
+        }
+    };
+    let shape = LoadShape {
+        groups: args.groups,
+        clients: args.clients,
+        payload_bytes: args.payload as usize,
+        read_ratio: args.read_ratio,
+        keys_per_group: args.keys_per_group.max(1),
+        request_timeout: Duration::from_secs(5),
+    };
+    ctx.progress.phase("electing leaders", "ops", Plan::Open);
+    let load = Load::start(&map, &shape, ctx.progress.clone())?;
+    let warm = Instant::now();
+    while warm.elapsed() < WARMUP_MIN || (load.leaders_known() < args.groups as usize && warm.elapsed() < WARMUP_MAX) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = embedded.as_ref().map(|e| e.metrics());
+    ctx.progress.phase("writing", "ops", Plan::For(args.duration));
+    load.begin_measuring();
+    std::thread::sleep(args.duration);
+    let after = embedded.as_ref().map(|e| e.metrics());
+    let report = load.finish();
+    fill(&mut out, &report, args.payload);
+    if let (Some(b), Some(a)) = (before, after) {
+        let fsyncs = a.wal_syncs - b.wal_syncs;
+        let entries = a.wal_entries - b.wal_entries;
+        out.set("fsyncs", fsyncs);
+        out.set("entries_per_fsync", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 });
+        let frames = a.frames_sent - b.frames_sent;
+        out.set("frames_sent", frames);
+        out.set("heartbeat_frames", a.heartbeat_frames - b.heartbeat_frames);
+        let messages = a.messages_sent - b.messages_sent;
+        out.set("messages_per_frame", if frames > 0 { messages as f64 / frames as f64 } else { 0.0 });
+        out.say(format!("batching: {:.1} WAL entries per fsync, {:.1} messages per frame", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 }, if frames > 0 { messages as f64 / frames as f64 } else { 0.0 }));
+    }
+    if let Some(e) = embedded {
+        e.cluster.shutdown()?;
+    }
+    drop(data_dir);
+    Ok(out)
+}
+
+/// The common workload fields of a load report.
+pub fn fill(out: &mut Outcome, report: &LoadReport, payload: u64) {
+    let secs = report.measured_s.max(1e-9);
+    out.set("ops", report.writes + report.reads);
+    out.set("errors", report.errors);
+    out.set("writes_per_s", report.writes as f64 / secs);
+    out.set("reads_per_s", report.reads as f64 / secs);
+    out.set("mib_per_s", (report.writes * payload) as f64 / secs / (1 << 20) as f64);
+    out.set("redirects", report.redirects);
+    out.set("elapsed_s", report.measured_s);
+    if !report.errors_by_kind.is_empty() {
+        let kinds: serde_json::Map<String, serde_json::Value> = report.errors_by_kind.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
+        out.say(format!("errors by kind: {}", serde_json::Value::Object(kinds.clone())));
+        out.set("errors_by_kind", kinds);
+    }
+    out.latency_us = Some(report.latency_us.clone());
 }

@@ -84,6 +84,18 @@ impl Connection {
         self.read_with(proto::decode_response)
     }
 
+    /// Blocks for at least one response, then takes every response already
+    /// received (one read system call serves a whole pipeline's worth).
+    pub fn recv_batch(&mut self, out: &mut Vec<proto::Response>) -> Result<(), ConnectionError> {
+        out.push(self.recv()?);
+        let addr = self.addr();
+        while let Decoded::Frame(resp, used) = proto::decode_response(&self.buf[self.start..self.filled]).map_err(|source| ConnectionError::Proto { addr, source })? {
+            self.start += used;
+            out.push(resp);
+        }
+        Ok(())
+    }
+
     fn read_with<T>(&mut self, decode: impl Fn(&[u8]) -> Result<Decoded<T>, proto::ProtoError>) -> Result<T, ConnectionError> {
         let addr = self.addr();
         loop {

@@ -94,6 +94,7 @@ impl Group {
         match self.raw.propose(command) {
             Ok(index) => self.proposals.push_back(Proposal { index, term: self.raw.raft.term, respond }),
             Err(ProposeError::NotLeader { leader }) => respond(Reply::NotLeader { leader: leader.0 }),
+            Err(ProposeError::LeaderLeaving) => respond(Reply::NotLeader { leader: 0 }),
             Err(ProposeError::TransferInProgress(_) | ProposeError::TooManyUncommitted { .. }) => respond(Reply::Busy),
             Err(e) => respond(Reply::Error(e.to_string())),
         }

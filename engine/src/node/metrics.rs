@@ -10,6 +10,7 @@ pub struct CoreMetrics {
     pub wal_records: AtomicU64,
     pub wal_syncs: AtomicU64,
     pub frames_sent: AtomicU64,
+    pub heartbeat_frames: AtomicU64,
     pub messages_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub frames_dropped: AtomicU64,
@@ -30,6 +31,8 @@ pub struct MetricsSnapshot {
     pub wal_records: u64,
     pub wal_syncs: u64,
     pub frames_sent: u64,
+    /// Frames that carried only heartbeats and their responses.
+    pub heartbeat_frames: u64,
     pub messages_sent: u64,
     pub frames_received: u64,
     pub frames_dropped: u64,
@@ -55,6 +58,7 @@ impl MetricsSnapshot {
             s.wal_records += get(&m.wal_records);
             s.wal_syncs += get(&m.wal_syncs);
             s.frames_sent += get(&m.frames_sent);
+            s.heartbeat_frames += get(&m.heartbeat_frames);
             s.messages_sent += get(&m.messages_sent);
             s.frames_received += get(&m.frames_received);
             s.frames_dropped += get(&m.frames_dropped);

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use raftcore::MessageBody;
 
 use super::wire::{self, Decoded, Envelope, Handshake};
 use crate::node::metrics::CoreMetrics;
@@ -73,6 +74,9 @@ impl PeerLink {
         }
         wire::encode_batch(batch, &mut queue);
         m.frames_sent.fetch_add(1, Ordering::Relaxed);
+        if batch.iter().all(|e| matches!(e.msg.body, MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. })) {
+            m.heartbeat_frames.fetch_add(1, Ordering::Relaxed);
+        }
         m.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         drop(queue);
         self.wake.notify();

@@ -1,0 +1,130 @@
+//! The cluster a workload runs against: an embedded 3-node cluster in this
+//! process (real TCP on loopback, real fsynced WALs in the run's data
+//! directory) or, with `--target`, running `myriad` servers.
+//!
+//! The embedded cluster shares executors: executor `k` hosts core `k` of
+//! every node, so a run with `--cores 2` keeps two busy executors, not six.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+
+use anyhow::Context;
+use engine::client::ClusterMap;
+use engine::node::{Cluster, MetricsSnapshot, NodeConfig};
+
+/// The Raft tick of embedded clusters.
+pub const TICK_MS: u64 = 50;
+
+pub struct Embedded {
+    pub cluster: Cluster,
+    pub configs: BTreeMap<u64, NodeConfig>,
+    pub map: ClusterMap,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedShape {
+    pub nodes: u64,
+    pub groups: u64,
+    pub cores: u32,
+    pub sync: bool,
+}
+
+/// `cores` loopback ports in a row, free right now.
+fn free_port_run(cores: u32) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if u32::from(base) + cores >= 65_535 {
+            continue;
+        }
+        if (1..cores as u16).all(|k| TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("found no run of {cores} free loopback ports")
+}
+
+pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BTreeMap<u64, NodeConfig>> {
+    let mut peers = BTreeMap::new();
+    for id in 1..=shape.nodes {
+        peers.insert(id, SocketAddr::from(([127, 0, 0, 1], free_port_run(shape.cores)?)));
+    }
+    let configs = (1..=shape.nodes)
+        .map(|id| {
+            let cfg = NodeConfig {
+                node_id: id,
+                peers: peers.clone(),
+                client_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                data_dir: data_dir.to_path_buf(),
+                cores: shape.cores,
+                groups: shape.groups,
+                cluster_id: 0x4D59_5249_4144,
+                tick_ms: TICK_MS,
+                sync: shape.sync,
+                pin_cores: false,
+                compact_every_entries: 8192,
+            };
+            (id, cfg)
+        })
+        .collect();
+    Ok(configs)
+}
+
+impl Embedded {
+    pub fn start(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<Embedded> {
+        anyhow::ensure!(shape.nodes >= 1 && shape.nodes <= 7, "--nodes must be 1..=7");
+        let configs = node_configs(shape, data_dir)?;
+        let cluster = Cluster::start(configs.values().cloned().collect(), Some(shape.cores)).context("starting the embedded cluster")?;
+        let map = ClusterMap { nodes: configs.keys().map(|&id| (id, cluster.client_addrs(id))).collect() };
+        Ok(Embedded { cluster, configs, map })
+    }
+
+    /// Counters summed over every node.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut total = MetricsSnapshot::default();
+        for &id in self.configs.keys() {
+            let m = self.cluster.metrics(id);
+            total.wal_syncs += m.wal_syncs;
+            total.wal_entries += m.wal_entries;
+            total.wal_records += m.wal_records;
+            total.frames_sent += m.frames_sent;
+            total.heartbeat_frames += m.heartbeat_frames;
+            total.messages_sent += m.messages_sent;
+            total.leaders += m.leaders;
+            total.quiesced_groups += m.quiesced_groups;
+            total.snapshots += m.snapshots;
+        }
+        total
+    }
+}
+
+/// `--target 1=host:port,2=host:port` or `host:port,host:port` (ids 1, 2, …):
+/// each node's base client address; core `k` serves port + `k`.
+pub fn parse_target(text: &str, cores: u32) -> anyhow::Result<ClusterMap> {
+    let mut bases = BTreeMap::new();
+    for (i, part) in text.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let (id, addr) = match part.split_once('=') {
+            Some((id, addr)) => (id.parse::<u64>().with_context(|| format!("node id in `{part}`"))?, addr),
+            None => (i as u64 + 1, part),
+        };
+        let addr: SocketAddr = addr.parse().with_context(|| format!("`{addr}` is not host:port"))?;
+        anyhow::ensure!(bases.insert(id, addr).is_none(), "node {id} listed twice in --target");
+    }
+    anyhow::ensure!(!bases.is_empty(), "--target lists no server");
+    Ok(ClusterMap::from_bases(&bases, cores))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_and_without_ids() {
+        let m = parse_target("127.0.0.1:7100,127.0.0.1:7200", 2).unwrap();
+        assert_eq!(m.nodes[&2], vec!["127.0.0.1:7200".parse::<SocketAddr>().unwrap(), "127.0.0.1:7201".parse::<SocketAddr>().unwrap()]);
+        let m = parse_target("3=127.0.0.1:7300", 1).unwrap();
+        assert_eq!(m.nodes.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert!(parse_target("nonsense", 1).is_err());
+        assert!(parse_target("1=127.0.0.1:1,1=127.0.0.1:2", 1).is_err());
+    }
+}
