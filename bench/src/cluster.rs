@@ -93,6 +93,7 @@ impl Embedded {
             total.leaders += m.leaders;
             total.quiesced_groups += m.quiesced_groups;
             total.snapshots += m.snapshots;
+            total.leader_stepdowns += m.leader_stepdowns;
         }
         total
     }

@@ -166,3 +166,18 @@ fn hostile_bytes_on_peer_and_client_ports_leave_the_node_serving() {
     expect_done(client.put(1, "after", "y"), "write after the attack");
     assert_eq!(client.get(1, "before"), Outcome::Ok(Reply::Value(Some(Bytes::from("x")))));
 }
+
+#[test]
+fn requests_on_the_wrong_core_are_forwarded_to_the_owner() {
+    let groups = 16;
+    let c = TestCluster::start(groups, 2);
+    // A client that knows only core 0 of each node sends everything there.
+    let nodes = c.client_addrs.iter().map(|(&id, addrs)| (id, vec![addrs[0]])).collect();
+    let mut client = engine::client::Client::new(engine::client::ClusterMap { nodes }, Default::default());
+    for g in 1..=groups {
+        expect_done(client.put(g, "k", value(g, 7)), "put through core 0");
+        assert_eq!(client.get(g, "k"), Outcome::Ok(Reply::Value(Some(value(g, 7)))));
+    }
+    let forwarded: u64 = (1..=3).map(|id| c.metrics(id).requests_forwarded).sum();
+    assert!(forwarded > 0, "groups of core 1 went through core 0");
+}

@@ -13,8 +13,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::proto::{self, Reply, Response, ServerHello};
 use crate::framing::Decoded;
-use crate::node::config::core_of;
-use crate::node::shard::{Event, Shard};
+use crate::node::shard::Shard;
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
 
@@ -117,13 +116,13 @@ async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, t
             pending.clear();
         }
     });
-    let result = read_requests(&mut rd, &mut buf, filled, hello, &shard, &out).await;
+    let result = read_requests(&mut rd, &mut buf, filled, &shard, &out).await;
     out.closed.set(true);
     out.wake_writer.notify();
     result
 }
 
-async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>, mut filled: usize, hello: ServerHello, shard: &Weak<Shard>, out: &Rc<Outgoing>) -> Result<(), ConnError> {
+async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>, mut filled: usize, shard: &Weak<Shard>, out: &Rc<Outgoing>) -> Result<(), ConnError> {
     loop {
         let mut start = 0;
         loop {
@@ -138,14 +137,9 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut
             }
             shard.metrics().client_requests.fetch_add(1, Ordering::Relaxed);
             out.inflight.set(out.inflight.get() + 1);
-            let owner = core_of(req.group, hello.cores);
-            if owner != hello.core {
-                out.reply(req.id, Reply::WrongCore { core: owner });
-                continue;
-            }
             let id = req.id;
             let reply_to = out.clone();
-            shard.push(Event::Client { group: req.group, op: req.op, respond: Box::new(move |reply| reply_to.reply(id, reply)) });
+            shard.request(req, Box::new(move |reply| reply_to.reply(id, reply)));
         }
         if start > 0 {
             buf.copy_within(start..filled, 0);

@@ -52,11 +52,13 @@ pub struct Group {
     pub quiesced: bool,
     /// Consecutive ticks this group was idle.
     pub idle_ticks: u32,
+    /// This replica leads the group (as of its last ready).
+    leading: bool,
 }
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0 }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false }
     }
 
     /// Resumes ticking after quiescence.
@@ -166,9 +168,11 @@ impl Group {
 
     /// This replica stopped leading (or its term moved on): in-flight writes
     /// may or may not commit, and unconfirmed reads will not be confirmed.
-    pub fn on_role_change(&mut self, role: Role) {
+    /// Returns whether this replica stopped leading.
+    pub fn on_role_change(&mut self, role: Role) -> bool {
+        let was_leader = std::mem::replace(&mut self.leading, role == Role::Leader);
         if role == Role::Leader {
-            return;
+            return false;
         }
         for p in self.proposals.drain(..) {
             (p.respond)(Reply::Unknown);
@@ -182,6 +186,7 @@ impl Group {
             }
         }
         self.reads = kept;
+        was_leader
     }
 
     /// Fails everything waiting (the core is stopping).

@@ -19,7 +19,9 @@ pub struct CoreMetrics {
     pub snapshots: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub client_requests: AtomicU64,
+    pub requests_forwarded: AtomicU64,
     pub leaders: AtomicU64,
+    pub leader_stepdowns: AtomicU64,
     pub quiesced_groups: AtomicU64,
 }
 
@@ -42,8 +44,12 @@ pub struct MetricsSnapshot {
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: u64,
     pub client_requests: u64,
+    /// Client requests that arrived on a core not owning their group.
+    pub requests_forwarded: u64,
     /// Groups this node leads (as of each core's last tick).
     pub leaders: u64,
+    /// Times a replica of this node stopped leading its group.
+    pub leader_stepdowns: u64,
     /// Groups not being ticked (as of each core's last tick).
     pub quiesced_groups: u64,
 }
@@ -67,7 +73,9 @@ impl MetricsSnapshot {
             s.snapshots += get(&m.snapshots);
             s.snapshots_installed += get(&m.snapshots_installed);
             s.client_requests += get(&m.client_requests);
+            s.requests_forwarded += get(&m.requests_forwarded);
             s.leaders += get(&m.leaders);
+            s.leader_stepdowns += get(&m.leader_stepdowns);
             s.quiesced_groups += get(&m.quiesced_groups);
         }
         s

@@ -4,6 +4,7 @@
 //! cores and not three times as many).
 
 pub mod config;
+pub mod forward;
 pub mod group;
 pub mod metrics;
 pub mod shard;
@@ -51,7 +52,7 @@ pub struct Cluster {
 struct ExecutorPlan {
     index: usize,
     pin_cpu: Option<usize>,
-    shards: Vec<(NodeConfig, u32, Arc<AtomicBool>, Arc<CoreMetrics>)>,
+    shards: Vec<(NodeConfig, u32, Arc<AtomicBool>, Arc<CoreMetrics>, forward::MeshEnds)>,
 }
 
 impl Cluster {
@@ -74,7 +75,9 @@ impl Cluster {
         let mut plans: Vec<ExecutorPlan> = Vec::new();
         let mut shards = Vec::new();
         for cfg in &nodes {
+            let mut mesh = forward::mesh(cfg.cores).into_iter();
             for core in 0..cfg.cores {
+                let ends = mesh.next().expect("one mesh end per core");
                 let index = match executors {
                     Some(_) => core as usize,
                     None => plans.len(),
@@ -85,7 +88,7 @@ impl Cluster {
                 }
                 let stop = Arc::new(AtomicBool::new(false));
                 let metrics = Arc::new(CoreMetrics::default());
-                plans[index].shards.push((cfg.clone(), core, stop.clone(), metrics.clone()));
+                plans[index].shards.push((cfg.clone(), core, stop.clone(), metrics.clone(), ends));
                 shards.push(ShardControl { node: cfg.node_id, stop, metrics });
             }
         }
@@ -181,9 +184,9 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
         let executor = builder.make().map_err(crate::io_error).context("creating the executor")?;
         executor.run(async move {
             let mut runs = Vec::new();
-            for (cfg, core, stop, metrics) in plan.shards {
+            for (cfg, core, stop, metrics, mesh) in plan.shards {
                 let tx = addr_tx.clone();
-                runs.push(glommio::spawn_local(run_shard(cfg, core, stop, metrics, tx)));
+                runs.push(glommio::spawn_local(run_shard(cfg, core, stop, metrics, mesh, tx)));
             }
             drop(addr_tx);
             let mut result = Ok(());
@@ -200,10 +203,10 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
 
 /// Opens, serves and finally stops one shard; reports its client address
 /// (or why it could not start) through `addr_tx`.
-async fn run_shard(cfg: NodeConfig, core: u32, stop: Arc<AtomicBool>, metrics: Arc<CoreMetrics>, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
+async fn run_shard(cfg: NodeConfig, core: u32, stop: Arc<AtomicBool>, metrics: Arc<CoreMetrics>, mesh: forward::MeshEnds, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
     let node = cfg.node_id;
     let tasks = TaskSet::default();
-    let started = start_shard(Rc::new(cfg), core, metrics, &tasks).await;
+    let started = start_shard(Rc::new(cfg), core, metrics, mesh, &tasks).await;
     let (shard, client_addr) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -231,7 +234,7 @@ async fn run_shard(cfg: NodeConfig, core: u32, stop: Arc<AtomicBool>, metrics: A
 }
 
 /// Opens the shard and starts its listeners and peer links.
-async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
+async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
     let node = cfg.node_id;
     let peer_addr = cfg.peer_addr(node, core).expect("validated: this node is a peer");
     let peer_listener = TcpListener::bind(peer_addr).map_err(crate::io_error).with_context(|| format!("binding the peer port {peer_addr}"))?;
@@ -246,7 +249,18 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, 
         let addr = cfg.peer_addr(peer_node, core).expect("listed peer");
         shard.peers.insert(peer_node, PeerLink::new(peer_node, addr, hello, metrics.clone()));
     }
+    let (forwarder, inboxes) = forward::Forwarder::connect(mesh).await;
+    shard.forwarder = Some(forwarder);
     let shard = Rc::new(shard);
+    for (from_core, inbox) in inboxes {
+        let weak = Rc::downgrade(&shard);
+        tasks.spawn(async move {
+            while let Some(msg) = inbox.recv().await {
+                let Some(shard) = weak.upgrade() else { return };
+                shard.on_forward(from_core, msg);
+            }
+        });
+    }
     for link in shard.peers.values() {
         tasks.spawn(link.clone().run());
     }

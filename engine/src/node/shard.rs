@@ -15,11 +15,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use raftcore::{Config, ConfState, EntryKind, Message, MemStorage, NodeId, RawNode, Ready, Storage};
 
+use super::forward::{Forward, Forwarder};
 use super::group::{Group, ReadOp, Responder};
 use super::metrics::CoreMetrics;
 use super::snapshot_file::SnapshotDir;
 use super::NodeConfig;
-use crate::client::proto::{Consistency, Op, Reply};
+use crate::client::proto::{Consistency, Op, Reply, Request};
 use crate::kv::{KvCommand, KvStore, StateMachine};
 use crate::signal::Signal;
 use crate::transport::peer::PeerLink;
@@ -64,6 +65,8 @@ pub struct Shard {
     events: RefCell<VecDeque<Event>>,
     wake: Signal,
     pub peers: HashMap<u64, Rc<PeerLink>>,
+    /// Requests for groups of this node's other cores go through it.
+    pub forwarder: Option<Forwarder>,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
 }
@@ -125,6 +128,7 @@ impl Shard {
             events: RefCell::new(VecDeque::new()),
             wake: Signal::default(),
             peers: HashMap::new(),
+            forwarder: None,
             metrics,
             stopped: Cell::new(false),
         })
@@ -133,6 +137,38 @@ impl Shard {
     pub fn push(&self, event: Event) {
         self.events.borrow_mut().push_back(event);
         self.wake.notify();
+    }
+
+    /// A request for `req.group`: served here, or forwarded once to the
+    /// core of this node that owns the group.
+    pub fn request(&self, req: Request, respond: Responder) {
+        let owner = self.cfg.core_of(req.group);
+        if owner == self.core {
+            return self.push(Event::Client { group: req.group, op: req.op, respond });
+        }
+        match &self.forwarder {
+            Some(f) => {
+                self.metrics.requests_forwarded.fetch_add(1, Ordering::Relaxed);
+                f.forward(owner, req, respond);
+            }
+            None => respond(Reply::WrongCore { core: owner }),
+        }
+    }
+
+    /// A message from another core of this node.
+    pub fn on_forward(&self, from_core: usize, msg: Forward) {
+        let Some(f) = &self.forwarder else { return };
+        match msg {
+            Forward::Request { token, req } => {
+                let respond = f.reply_to(from_core, token);
+                if self.cfg.core_of(req.group) != self.core {
+                    // Forwarded once only: the mapping disagrees between cores.
+                    return respond(Reply::WrongCore { core: self.cfg.core_of(req.group) });
+                }
+                self.push(Event::Client { group: req.group, op: req.op, respond });
+            }
+            Forward::Reply { token, reply } => f.complete(token, reply),
+        }
     }
 
     pub fn group_count(&self) -> usize {
@@ -227,6 +263,9 @@ impl Shard {
         }
         for g in self.groups.borrow_mut().values_mut() {
             g.abandon();
+        }
+        if let Some(f) = &self.forwarder {
+            f.abandon();
         }
         for link in self.peers.values() {
             link.stop();
@@ -325,7 +364,9 @@ impl Shard {
     fn process_ready(&self, g: &mut Group, batch: &mut Batch, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
         let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
         if let Some(ss) = soft_state {
-            g.on_role_change(ss.role);
+            if g.on_role_change(ss.role) {
+                self.metrics.leader_stepdowns.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let gid = wal::GroupId(g.id);
         if let Some(s) = snapshot {
