@@ -181,3 +181,38 @@ fn requests_on_the_wrong_core_are_forwarded_to_the_owner() {
     let forwarded: u64 = (1..=3).map(|id| c.metrics(id).requests_forwarded).sum();
     assert!(forwarded > 0, "groups of core 1 went through core 0");
 }
+
+#[test]
+fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
+    let mut c = TestCluster::start(4, 2);
+    let mut client = c.client();
+    assert!(matches!(client.put(1000, "k", "v"), Outcome::Failed(_)), "group 1000 does not exist yet");
+    let created: Vec<u64> = (1000..1200).collect();
+    for &g in &created {
+        expect_done(client.create_group(g), "create");
+    }
+    expect_done(client.create_group(1000), "creating twice is fine");
+    for &g in &created {
+        expect_done(client.put(g, "k", value(g, 1)), "write to a new group");
+    }
+    expect_done(client.delete_group(1001), "delete");
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let mut client = c.client();
+    assert_eq!(client.get(1000, "k"), Outcome::Ok(Reply::Value(Some(value(1000, 1)))));
+    assert_eq!(client.get(1199, "k"), Outcome::Ok(Reply::Value(Some(value(1199, 1)))));
+    assert!(matches!(client.get(1001, "k"), Outcome::Failed(_)), "a deleted group stays deleted");
+    // A group created and never written comes back too.
+    expect_done(client.create_group(5000), "create");
+    for id in 1..=3 {
+        c.kill(id);
+        c.restart(id);
+    }
+    let mut client = c.client();
+    expect_done(client.put(5000, "k", "v"), "the empty group survived restarts");
+    expect_done(client.put(2, "k", "v"), "configured groups are still there");
+}

@@ -206,6 +206,47 @@ impl Client {
         self.call(group, Op::Cas { key: key.into(), expected, new })
     }
 
+    /// Creates `group` on every node of the map (idempotent): `Ok(Done)` once
+    /// every node has it durably.
+    pub fn create_group(&mut self, group: u64) -> Outcome {
+        self.on_every_node(group, Op::CreateGroup)
+    }
+
+    /// Deletes `group` and its data on every node of the map (idempotent).
+    pub fn delete_group(&mut self, group: u64) -> Outcome {
+        self.leaders.remove(&group);
+        self.on_every_node(group, Op::DeleteGroup)
+    }
+
+    fn on_every_node(&mut self, group: u64, op: Op) -> Outcome {
+        let core = core_of(group, self.map.cores());
+        let nodes: Vec<u64> = self.map.nodes.keys().copied().collect();
+        for node in nodes {
+            let id = self.next_id;
+            self.next_id += 1;
+            let req = Request { id, group, op: op.clone() };
+            let reply = self.connection(node, core).and_then(|c| {
+                c.queue(&req);
+                c.flush()?;
+                loop {
+                    let resp = c.recv()?;
+                    if resp.id == id {
+                        return Ok(resp.reply);
+                    }
+                }
+            });
+            match reply {
+                Ok(Reply::Done) => {}
+                Ok(other) => return Outcome::Failed(format!("node {node}: {other:?}")),
+                Err(e) => {
+                    self.conns.remove(&(node, core));
+                    return Outcome::Failed(format!("node {node}: {e}"));
+                }
+            }
+        }
+        Outcome::Ok(Reply::Done)
+    }
+
     fn pick_node(&mut self, group: u64) -> u64 {
         if let Some(&l) = self.leaders.get(&group) {
             if self.map.nodes.contains_key(&l) {

@@ -39,6 +39,11 @@ pub enum Op {
     Cas { key: Bytes, expected: Option<Bytes>, new: Option<Bytes> },
     Get { key: Bytes, consistency: Consistency },
     Scan { prefix: Bytes, limit: u32, consistency: Consistency },
+    /// Creates the group on the receiving node (every node must be asked;
+    /// `Client::create_group` does). Idempotent.
+    CreateGroup,
+    /// Deletes the group and its data on the receiving node. Idempotent.
+    DeleteGroup,
 }
 
 impl Op {
@@ -52,7 +57,7 @@ impl Op {
             Op::Put { key, value } => Some(KvCommand::Put { key: key.clone(), value: value.clone() }),
             Op::Delete { key } => Some(KvCommand::Delete { key: key.clone() }),
             Op::Cas { key, expected, new } => Some(KvCommand::Cas { key: key.clone(), expected: expected.clone(), new: new.clone() }),
-            Op::Get { .. } | Op::Scan { .. } => None,
+            Op::Get { .. } | Op::Scan { .. } | Op::CreateGroup | Op::DeleteGroup => None,
         }
     }
 }
@@ -186,6 +191,8 @@ const OP_DELETE: u8 = 2;
 const OP_CAS: u8 = 3;
 const OP_GET: u8 = 4;
 const OP_SCAN: u8 = 5;
+const OP_CREATE_GROUP: u8 = 6;
+const OP_DELETE_GROUP: u8 = 7;
 
 fn put_opt(out: &mut Vec<u8>, v: &Option<Bytes>) {
     put_opt_blob(out, v.as_deref());
@@ -246,6 +253,8 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
             out.extend_from_slice(&limit.to_le_bytes());
             put_blob(out, prefix);
         }
+        Op::CreateGroup => out.push(OP_CREATE_GROUP),
+        Op::DeleteGroup => out.push(OP_DELETE_GROUP),
     }
     finish_frame(out, start);
 }
@@ -276,6 +285,8 @@ pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, ProtoError> {
             }
             Op::Scan { prefix: bytes(&mut r)?, limit, consistency }
         }
+        OP_CREATE_GROUP => Op::CreateGroup,
+        OP_DELETE_GROUP => Op::DeleteGroup,
         tag => return Err(ProtoError::Tag { what: "operation", tag }),
     };
     if r.remaining() != 0 {
@@ -391,6 +402,8 @@ mod tests {
             Op::Cas { key: b("k"), expected: Some(b("o")), new: None },
             Op::Get { key: b("k"), consistency: Consistency::Linearizable },
             Op::Scan { prefix: b("p"), limit: 10, consistency: Consistency::Stale },
+            Op::CreateGroup,
+            Op::DeleteGroup,
         ];
         for (i, op) in ops.into_iter().enumerate() {
             let req = Request { id: i as u64, group: 3, op };

@@ -19,6 +19,8 @@ pub struct CoreMetrics {
     pub snapshots: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub client_requests: AtomicU64,
+    pub groups_created: AtomicU64,
+    pub groups_deleted: AtomicU64,
     pub requests_forwarded: AtomicU64,
     pub leaders: AtomicU64,
     pub leader_stepdowns: AtomicU64,
@@ -44,6 +46,8 @@ pub struct MetricsSnapshot {
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: u64,
     pub client_requests: u64,
+    pub groups_created: u64,
+    pub groups_deleted: u64,
     /// Client requests that arrived on a core not owning their group.
     pub requests_forwarded: u64,
     /// Groups this node leads (as of each core's last tick).
@@ -73,6 +77,8 @@ impl MetricsSnapshot {
             s.snapshots += get(&m.snapshots);
             s.snapshots_installed += get(&m.snapshots_installed);
             s.client_requests += get(&m.client_requests);
+            s.groups_created += get(&m.groups_created);
+            s.groups_deleted += get(&m.groups_deleted);
             s.requests_forwarded += get(&m.requests_forwarded);
             s.leaders += get(&m.leaders);
             s.leader_stepdowns += get(&m.leader_stepdowns);

@@ -52,6 +52,8 @@ pub enum Event {
 struct Unsettled {
     seq: RecordSeq,
     readies: Vec<(u64, u64, Vec<Message>)>,
+    /// Group creations and deletions answered once the record is durable.
+    admin: Vec<Responder>,
 }
 
 pub struct Shard {
@@ -112,8 +114,26 @@ impl Shard {
         let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
         let raft_cfg = Arc::new(raft_config(cfg.node_id));
         let voters = cfg.voters();
+        // Groups live where the WAL or a snapshot file says they do; the
+        // configured groups are created once, on the very first start.
+        let mut ids: std::collections::BTreeSet<u64> = wal.groups().into_iter().map(|g| g.0).collect();
+        ids.extend(snapshots.groups()?);
+        let initialized = dir.join("initialized");
+        if !initialized.exists() {
+            let mut batch = Batch::new();
+            let missing: Vec<u64> = (1..=cfg.groups).filter(|&g| cfg.core_of(g) == core && !ids.contains(&g)).collect();
+            for group in missing {
+                batch.set_hard_state(wal::GroupId(group), bootstrap_hard_state(&voters));
+                ids.insert(group);
+            }
+            if !batch.is_empty() {
+                wal.append(&batch).await.map_err(wal_error)?;
+            }
+            std::fs::write(&initialized, b"groups created\n")?;
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
         let mut groups = HashMap::new();
-        for group in (1..=cfg.groups).filter(|&g| cfg.core_of(g) == core) {
+        for group in ids.into_iter().filter(|&g| cfg.core_of(g) == core) {
             let g = recover_group(&wal, &snapshots, group, &voters, raft_cfg.clone()).await?;
             groups.insert(group, g);
         }
@@ -212,6 +232,7 @@ impl Shard {
         let mut unsettled: VecDeque<Unsettled> = VecDeque::new();
         let mut batch = Batch::new();
         let mut outbox = Outbox::default();
+        let mut admin: Vec<Responder> = Vec::new();
         let mut failure = None;
         loop {
             if dirty.is_empty() && self.events.borrow().is_empty() {
@@ -223,7 +244,7 @@ impl Shard {
                     Event::Stop => self.stopped.set(true),
                     Event::WalFailed(e) => failure = Some(anyhow::anyhow!("WAL of core {} failed: {e}", self.core)),
                     Event::Durable(seq) => self.settle(seq, &mut unsettled, &mut outbox, &mut dirty),
-                    other => self.handle(other, &mut dirty),
+                    other => self.handle(other, &mut dirty, &mut batch, &mut admin),
                 }
             }
             if self.stopped.get() || failure.is_some() {
@@ -242,21 +263,23 @@ impl Shard {
                 }
             }
             outbox.flush(&self.peers);
-            if readies.is_empty() {
+            if readies.is_empty() && batch.is_empty() {
                 continue;
             }
             self.metrics.readies.fetch_add(readies.len() as u64, Ordering::Relaxed);
+            let admin = std::mem::take(&mut admin);
             if !batch.is_empty() {
                 self.metrics.wal_entries.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
                 let seq = self.wal.submit(&batch).map_err(wal_error)?;
                 batch.clear();
                 self.await_durable(seq);
-                unsettled.push_back(Unsettled { seq, readies });
+                unsettled.push_back(Unsettled { seq, readies, admin });
             } else if let Some(last) = unsettled.back_mut() {
                 last.readies.extend(readies);
+                last.admin.extend(admin);
             } else {
                 let seq = self.wal.durable_seq();
-                unsettled.push_back(Unsettled { seq, readies });
+                unsettled.push_back(Unsettled { seq, readies, admin });
                 self.settle(seq, &mut unsettled, &mut outbox, &mut dirty);
                 outbox.flush(&self.peers);
             }
@@ -292,7 +315,7 @@ impl Shard {
         .detach();
     }
 
-    fn handle(&self, event: Event, dirty: &mut Vec<u64>) {
+    fn handle(&self, event: Event, dirty: &mut Vec<u64>, batch: &mut Batch, admin: &mut Vec<Responder>) {
         let mut groups = self.groups.borrow_mut();
         let schedule = |g: &mut Group, dirty: &mut Vec<u64>| {
             if !g.scheduled {
@@ -317,6 +340,33 @@ impl Shard {
                         }
                     }
                 }
+            }
+            Event::Client { group, op: Op::CreateGroup, respond } => {
+                if group == 0 || groups.contains_key(&group) {
+                    return respond(if group == 0 { Reply::Error("group 0 is reserved".into()) } else { Reply::Done });
+                }
+                let voters = self.cfg.voters();
+                let storage = MemStorage::new(ConfState { voters: voters.clone(), ..Default::default() });
+                match RawNode::new_shared(self.raft_cfg.clone(), group, storage) {
+                    Ok(raw) => {
+                        groups.insert(group, Group::new(group, raw, KvStore::new()));
+                        batch.set_hard_state(wal::GroupId(group), bootstrap_hard_state(&voters));
+                        self.metrics.groups_created.fetch_add(1, Ordering::Relaxed);
+                        admin.push(respond);
+                    }
+                    Err(e) => respond(Reply::Error(format!("creating group {group}: {e}"))),
+                }
+            }
+            Event::Client { group, op: Op::DeleteGroup, respond } => {
+                if let Some(mut g) = groups.remove(&group) {
+                    g.abandon();
+                    batch.remove_group(wal::GroupId(group));
+                    if let Err(e) = self.snapshots.remove(group) {
+                        tracing::warn!("group {group}: {e}");
+                    }
+                    self.metrics.groups_deleted.fetch_add(1, Ordering::Relaxed);
+                }
+                admin.push(respond);
             }
             Event::Client { group, op, respond } => match groups.get_mut(&group) {
                 None => respond(Reply::UnknownGroup),
@@ -421,6 +471,9 @@ impl Shard {
         let mut groups = self.groups.borrow_mut();
         while unsettled.front().is_some_and(|u| u.seq <= seq) {
             let u = unsettled.pop_front().expect("front exists");
+            for respond in u.admin {
+                respond(Reply::Done);
+            }
             for (id, number, msgs) in u.readies {
                 let Some(g) = groups.get_mut(&id) else { continue };
                 g.raw.on_persisted(number);
@@ -443,6 +496,7 @@ fn client_op(g: &mut Group, op: Op, respond: Responder) {
         Op::Cas { key, expected, new } => propose(g, KvCommand::Cas { key, expected, new }, respond),
         Op::Get { key, consistency } => read(g, ReadOp::Get { key }, consistency, respond),
         Op::Scan { prefix, limit, consistency } => read(g, ReadOp::Scan { prefix, limit }, consistency, respond),
+        Op::CreateGroup | Op::DeleteGroup => unreachable!("administration is handled by the shard"),
     }
 }
 
@@ -451,6 +505,13 @@ fn read(g: &mut Group, op: ReadOp, consistency: Consistency, respond: Responder)
         Consistency::Stale => respond(g.read_stale(&op)),
         Consistency::Linearizable => g.read(op, respond),
     }
+}
+
+/// The hard state a new group starts with; written to the WAL when the group
+/// is created, so the WAL knows the group exists.
+fn bootstrap_hard_state(voters: &[NodeId]) -> wal::HardState {
+    let hs = MemStorage::new(ConfState { voters: voters.to_vec(), ..Default::default() }).hard_state();
+    wal::HardState { term: wal::Term(hs.term.0), vote: hs.vote.0, commit: wal::LogIndex(hs.commit.0) }
 }
 
 /// Rebuilds one group from its snapshot file and its WAL entries.

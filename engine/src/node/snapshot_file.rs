@@ -80,6 +80,19 @@ impl SnapshotDir {
         }
     }
 
+    /// Groups that have a snapshot file.
+    pub fn groups(&self) -> Result<Vec<u64>, SnapshotFileError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| SnapshotFileError::Io { op: "listing", path: self.dir.clone(), source })?;
+        let mut groups = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| SnapshotFileError::Io { op: "listing", path: self.dir.clone(), source })?;
+            let name = entry.file_name();
+            let parsed = name.to_str().and_then(|n| n.strip_prefix('g')).and_then(|n| n.strip_suffix(".snap")).and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            groups.extend(parsed);
+        }
+        Ok(groups)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
