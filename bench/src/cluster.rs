@@ -14,7 +14,7 @@ use engine::client::ClusterMap;
 use engine::node::{Cluster, MetricsSnapshot, NodeConfig};
 
 /// The Raft tick of embedded clusters.
-pub const TICK_MS: u64 = 50;
+pub const TICK_MS: u64 = 100;
 
 pub struct Embedded {
     pub cluster: Cluster,

@@ -19,7 +19,9 @@ pub struct NodeConfig {
     /// This node's id, nonzero, unique in the cluster.
     pub node_id: u64,
     /// Every node's id and peer address (this node included). Core `k` of a
-    /// node listens for peers on the address's port + `k`.
+    /// node listens for peers on the address's port + `k`. In TOML the ids
+    /// are table keys (`1 = "127.0.0.1:7101"`), which TOML makes strings.
+    #[serde(with = "id_keys")]
     pub peers: BTreeMap<u64, SocketAddr>,
     /// Where clients connect: core `k` serves the port + `k` (port 0 picks
     /// free ports; the bound addresses are reported by `Node::client_addrs`).
@@ -50,6 +52,27 @@ pub struct NodeConfig {
 
 fn default_compact_every_entries() -> u64 {
     8192
+}
+
+/// Maps keyed by node id, written with string keys (as TOML and JSON need).
+mod id_keys {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u64, SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        let strings: BTreeMap<String, &SocketAddr> = map.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        strings.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, SocketAddr>, D::Error> {
+        let strings = BTreeMap::<String, SocketAddr>::deserialize(d)?;
+        strings
+            .into_iter()
+            .map(|(k, v)| k.trim().parse::<u64>().map(|id| (id, v)).map_err(|_| serde::de::Error::custom(format!("peer id `{k}` is not a node id (an unsigned integer)"))))
+            .collect()
+    }
 }
 
 fn default_cluster_id() -> u64 {
@@ -150,4 +173,31 @@ impl NodeConfig {
 /// every client, so requests go straight to the right core.
 pub fn core_of(group: u64, cores: u32) -> u32 {
     (group.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 % cores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_peer_ids_as_keys_round_trips() {
+        let text = r#"
+            node_id = 2
+            client_addr = "127.0.0.1:7200"
+            data_dir = "/tmp/x"
+            cores = 2
+            groups = 10
+            [peers]
+            1 = "127.0.0.1:7101"
+            2 = "127.0.0.1:7201"
+        "#;
+        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.peer_addr(1, 1), Some("127.0.0.1:7102".parse().unwrap()));
+        assert_eq!(cfg.tick_ms, 100);
+        let back: NodeConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back.peers, cfg.peers);
+        let bad = text.replace("1 = ", "one = ");
+        assert!(toml::from_str::<NodeConfig>(&bad).unwrap_err().to_string().contains("not a node id"));
+    }
 }

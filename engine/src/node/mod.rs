@@ -6,6 +6,7 @@
 pub mod config;
 pub mod forward;
 pub mod group;
+pub mod id_map;
 pub mod metrics;
 pub mod shard;
 pub mod snapshot_file;

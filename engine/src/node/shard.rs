@@ -17,6 +17,7 @@ use raftcore::{Config, ConfState, EntryKind, Message, MemStorage, NodeId, RawNod
 
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, ReadOp, Responder};
+use super::id_map::IdMap;
 use super::metrics::CoreMetrics;
 use super::snapshot_file::SnapshotDir;
 use super::NodeConfig;
@@ -61,7 +62,7 @@ pub struct Shard {
     pub core: u32,
     cfg: Rc<NodeConfig>,
     raft_cfg: Arc<Config>,
-    groups: RefCell<HashMap<u64, Group>>,
+    groups: RefCell<IdMap<Group>>,
     wal: Wal<DmaIo>,
     snapshots: SnapshotDir,
     events: RefCell<VecDeque<Event>>,
@@ -132,7 +133,7 @@ impl Shard {
             std::fs::write(&initialized, b"groups created\n")?;
             std::fs::File::open(&dir)?.sync_all()?;
         }
-        let mut groups = HashMap::new();
+        let mut groups = IdMap::default();
         for group in ids.into_iter().filter(|&g| cfg.core_of(g) == core) {
             let g = recover_group(&wal, &snapshots, group, &voters, raft_cfg.clone()).await?;
             groups.insert(group, g);

@@ -1,0 +1,391 @@
+//! The client subcommands: one operation on one group through the
+//! shard-aware `engine::client::Client`, reported as one JSON object, with an
+//! exit code that separates "certainly not applied" from "outcome unknown".
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{ArgGroup, Args};
+use engine::client::proto::{Consistency, Op, Reply, SCAN_LIMIT_MAX};
+use engine::client::{Client, ClientOptions, ClusterMap, Connection, Outcome};
+use engine::node::config::CORES_MAX;
+use serde_json::Value;
+
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
+
+/// The environment variable `--cluster` defaults to.
+const CLUSTER_ENV: &str = "MYRIAD_CLUSTER";
+/// The longest the `--cores` check waits for one node.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Base client address of each node, by node id.
+#[derive(Clone, Debug)]
+pub struct Bases(BTreeMap<u64, SocketAddr>);
+
+/// Where the cluster is and how to talk to it: shared by every client command.
+#[derive(Args)]
+pub struct Target {
+    /// Every node's base client address: ID=HOST:PORT,... (core k of a node
+    /// serves PORT+k). Defaults to $MYRIAD_CLUSTER.
+    #[arg(long, value_name = "ID=HOST:PORT,...", value_parser = parse_bases)]
+    cluster: Option<Bases>,
+    /// Cores per node: must be the servers' count (it decides which port
+    /// serves a group).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(CORES_MAX)))]
+    cores: u32,
+    /// How long one attempt waits for its reply.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    timeout_ms: u64,
+    /// How long the command keeps retrying (elections, busy nodes).
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    deadline_ms: u64,
+}
+
+/// The group a key lives in.
+#[derive(Args)]
+pub struct GroupArg {
+    /// The Raft group (shard) holding the key.
+    #[arg(long, default_value_t = 1, value_name = "G", value_parser = clap::value_parser!(u64).range(1..))]
+    group: u64,
+}
+
+#[derive(Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    group: GroupArg,
+    key: String,
+    value: String,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    group: GroupArg,
+    /// Reads the replica as it is, without asking the leader (may be stale).
+    #[arg(long)]
+    stale: bool,
+    /// With --stale: read node ID's replica (default: whichever node answers).
+    #[arg(long, value_name = "ID", requires = "stale")]
+    node: Option<u64>,
+    key: String,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    group: GroupArg,
+    key: String,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("expect").required(true).args(["expected", "absent"])))]
+#[command(group(ArgGroup::new("write").required(true).args(["new", "delete"])))]
+pub struct CasArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    group: GroupArg,
+    key: String,
+    /// Swap only if the current value is V.
+    #[arg(long, value_name = "V")]
+    expected: Option<String>,
+    /// Swap only if the key is absent.
+    #[arg(long)]
+    absent: bool,
+    /// The value to write.
+    #[arg(long, value_name = "V")]
+    new: Option<String>,
+    /// Delete the key instead of writing a value.
+    #[arg(long)]
+    delete: bool,
+}
+
+#[derive(Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    group: GroupArg,
+    /// Reads the replica as it is, without asking the leader (may be stale).
+    #[arg(long)]
+    stale: bool,
+    /// Most pairs returned.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(SCAN_LIMIT_MAX)))]
+    limit: u32,
+    /// Only keys starting with this (all keys when omitted).
+    #[arg(default_value = "")]
+    prefix: String,
+}
+
+#[derive(Args)]
+pub struct GroupAdminArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The group (no default: deleting one drops its data on every node).
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    group: u64,
+}
+
+fn parse_bases(text: &str) -> Result<Bases, String> {
+    let mut bases = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item.split_once('=').ok_or_else(|| format!("{item:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("node id {id:?} is not a number"))?;
+        if id == 0 {
+            return Err("node id 0 is reserved".into());
+        }
+        let addr = addr.trim().to_socket_addrs().map_err(|e| format!("address {addr:?} of node {id}: {e}"))?.next().ok_or_else(|| format!("address {addr:?} of node {id} resolves to nothing"))?;
+        if bases.insert(id, addr).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if bases.is_empty() {
+        return Err("no nodes listed".into());
+    }
+    Ok(Bases(bases))
+}
+
+/// What one command asks, and how its answer is reported.
+struct Request {
+    group: u64,
+    /// The key (or the scan's prefix) and the JSON field naming it.
+    subject: Option<(&'static str, String)>,
+    op: Op,
+}
+
+pub fn put(args: PutArgs) -> u8 {
+    let op = Op::Put { key: bytes(&args.key), value: bytes(&args.value) };
+    run(&args.target, None, Request { group: args.group.group, subject: Some(("key", args.key)), op })
+}
+
+pub fn get(args: GetArgs) -> u8 {
+    let consistency = if args.stale { Consistency::Stale } else { Consistency::Linearizable };
+    let op = Op::Get { key: bytes(&args.key), consistency };
+    run(&args.target, args.node, Request { group: args.group.group, subject: Some(("key", args.key)), op })
+}
+
+pub fn delete(args: DeleteArgs) -> u8 {
+    let op = Op::Delete { key: bytes(&args.key) };
+    run(&args.target, None, Request { group: args.group.group, subject: Some(("key", args.key)), op })
+}
+
+pub fn cas(args: CasArgs) -> u8 {
+    assert!(args.expected.is_some() != args.absent, "clap requires exactly one of --expected and --absent");
+    assert!(args.new.is_some() != args.delete, "clap requires exactly one of --new and --delete");
+    let op = Op::Cas { key: bytes(&args.key), expected: args.expected.as_deref().map(bytes), new: args.new.as_deref().map(bytes) };
+    run(&args.target, None, Request { group: args.group.group, subject: Some(("key", args.key)), op })
+}
+
+pub fn scan(args: ScanArgs) -> u8 {
+    let consistency = if args.stale { Consistency::Stale } else { Consistency::Linearizable };
+    let op = Op::Scan { prefix: bytes(&args.prefix), limit: args.limit, consistency };
+    run(&args.target, None, Request { group: args.group.group, subject: Some(("prefix", args.prefix)), op })
+}
+
+pub fn create_group(args: GroupAdminArgs) -> u8 {
+    run(&args.target, None, Request { group: args.group, subject: None, op: Op::CreateGroup })
+}
+
+pub fn delete_group(args: GroupAdminArgs) -> u8 {
+    run(&args.target, None, Request { group: args.group, subject: None, op: Op::DeleteGroup })
+}
+
+fn bytes(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("myriad: error: {message}");
+    EXIT_USAGE
+}
+
+/// Resolves the target, sends `req` (with the client's retries) and prints
+/// the report; returns the exit code.
+fn run(target: &Target, only_node: Option<u64>, req: Request) -> u8 {
+    let bases = match &target.cluster {
+        Some(b) => b.clone(),
+        None => match std::env::var(CLUSTER_ENV) {
+            Ok(text) => match parse_bases(&text) {
+                Ok(b) => b,
+                Err(e) => return usage_error(&format!("${CLUSTER_ENV}: {e}")),
+            },
+            Err(_) => return usage_error(&format!("no cluster given: pass --cluster ID=HOST:PORT,... or set ${CLUSTER_ENV}")),
+        },
+    };
+    let mut map = ClusterMap::from_bases(&bases.0, target.cores);
+    if let Some(id) = only_node {
+        let Some(addrs) = map.nodes.remove(&id) else {
+            return usage_error(&format!("--node {id} is not in the cluster list"));
+        };
+        map.nodes = [(id, addrs)].into_iter().collect();
+    }
+    let opts = ClientOptions { request_timeout: Duration::from_millis(target.timeout_ms.max(1)), deadline: Duration::from_millis(target.deadline_ms), ..ClientOptions::default() };
+    let (report, code) = match check_cores(&map, target.cores, opts.request_timeout.min(PREFLIGHT_TIMEOUT)) {
+        Err(e) => (failed(&req, e), EXIT_FAILED),
+        Ok(()) => {
+            let mut client = Client::new(map, opts);
+            let outcome = match req.op {
+                Op::CreateGroup => client.create_group(req.group),
+                Op::DeleteGroup => client.delete_group(req.group),
+                _ => client.call(req.group, req.op.clone()),
+            };
+            report(&req, outcome, client.leader_of(req.group))
+        }
+    };
+    println!("{}", report.render());
+    code
+}
+
+/// Refuses a `--cores` the servers do not run before any request is sent:
+/// with the wrong count the client would send a group's requests to another
+/// core's port (answered `WrongCore`) or past the client ports altogether
+/// (a peer port, which hangs up, making a write's outcome unknown).
+fn check_cores(map: &ClusterMap, cores: u32, timeout: Duration) -> Result<(), String> {
+    for (&id, addrs) in &map.nodes {
+        let Ok(conn) = Connection::connect(addrs[0], timeout) else { continue };
+        let hello = conn.hello;
+        if hello.node_id != id {
+            return Err(format!("{} is node {}'s client port, not node {id}'s: check --cluster", addrs[0], hello.node_id));
+        }
+        if hello.cores != cores {
+            let plural = if hello.cores == 1 { "" } else { "s" };
+            return Err(format!("node {id} runs {} core{plural}, not {cores}: pass --cores {}", hello.cores, hello.cores));
+        }
+        return Ok(());
+    }
+    // Nobody answered: the operation's own retries report why.
+    Ok(())
+}
+
+/// A JSON object whose fields keep the order they were added in.
+struct Report(Vec<(&'static str, Value)>);
+
+impl Report {
+    fn new(ok: Option<bool>) -> Report {
+        Report(vec![("ok", ok.map_or(Value::Null, Value::Bool))])
+    }
+
+    fn with(mut self, name: &'static str, value: Value) -> Report {
+        debug_assert!(self.0.iter().all(|(n, _)| *n != name), "field {name} set twice");
+        self.0.push((name, value));
+        self
+    }
+
+    fn render(&self) -> String {
+        let fields: Vec<String> = self.0.iter().map(|(name, value)| format!("{}:{value}", Value::from(*name))).collect();
+        format!("{{{}}}", fields.join(","))
+    }
+}
+
+/// A byte string as JSON: text when it is UTF-8, else `{"hex": "..."}`.
+fn blob(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::from(s),
+        Err(_) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            serde_json::json!({ "hex": hex })
+        }
+    }
+}
+
+fn opt_blob(b: Option<&Bytes>) -> Value {
+    b.map_or(Value::Null, |b| blob(b))
+}
+
+fn head(req: &Request, ok: Option<bool>) -> Report {
+    let r = Report::new(ok).with("group", Value::from(req.group));
+    match &req.subject {
+        Some((name, value)) => r.with(name, Value::from(value.as_str())),
+        None => r,
+    }
+}
+
+fn failed(req: &Request, error: String) -> Report {
+    head(req, Some(false)).with("error", Value::from(error))
+}
+
+/// The report of an outcome and the exit code that goes with it. `node` is
+/// the node that answered (the client remembers it as the group's leader).
+fn report(req: &Request, outcome: Outcome, node: Option<u64>) -> (Report, u8) {
+    let reply = match outcome {
+        Outcome::Failed(e) => return (failed(req, e), EXIT_FAILED),
+        Outcome::Unknown(e) => {
+            let mut r = Report::new(None).with("outcome", Value::from("unknown")).with("group", Value::from(req.group));
+            if let Some((name, value)) = &req.subject {
+                r = r.with(name, Value::from(value.as_str()));
+            }
+            return (r.with("error", Value::from(e)), EXIT_UNKNOWN);
+        }
+        Outcome::Ok(reply) => reply,
+    };
+    let ok = || head(req, Some(true));
+    let (r, code) = match (&req.op, reply) {
+        (Op::Put { value, .. }, Reply::Done) => (ok().with("value", blob(value)), EXIT_OK),
+        (Op::Delete { .. } | Op::CreateGroup | Op::DeleteGroup, Reply::Done) => (ok(), EXIT_OK),
+        (Op::Cas { new, .. }, Reply::Done) => (ok().with("value", opt_blob(new.as_ref())), EXIT_OK),
+        (Op::Cas { .. }, Reply::CasFailed { current }) => {
+            let r = failed(req, "compare failed: the current value is not the expected one".into()).with("cas_failed", Value::Bool(true)).with("current", opt_blob(current.as_ref()));
+            (r, EXIT_FAILED)
+        }
+        (Op::Get { .. }, Reply::Value(v)) => (ok().with("found", Value::Bool(v.is_some())).with("value", opt_blob(v.as_ref())), EXIT_OK),
+        (Op::Scan { .. }, Reply::Entries(pairs)) => {
+            let entries: Vec<Value> = pairs.iter().map(|(k, v)| serde_json::json!({ "key": blob(k), "value": blob(v) })).collect();
+            (ok().with("count", Value::from(entries.len())).with("entries", Value::Array(entries)), EXIT_OK)
+        }
+        (_, reply) => (failed(req, format!("unexpected reply {reply:?}")), EXIT_FAILED),
+    };
+    match node {
+        Some(n) => (r.with("node", Value::from(n)), code),
+        None => (r, code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(op: Op) -> Request {
+        Request { group: 1, subject: Some(("key", "k".into())), op }
+    }
+
+    #[test]
+    fn parses_cluster_lists() {
+        let b = parse_bases("1=127.0.0.1:7100, 2=127.0.0.1:7200,").unwrap();
+        assert_eq!(b.0.len(), 2);
+        assert_eq!(b.0[&2], "127.0.0.1:7200".parse::<SocketAddr>().unwrap());
+        for bad in ["", "127.0.0.1:7100", "x=127.0.0.1:1", "0=127.0.0.1:1", "1=127.0.0.1:1,1=127.0.0.1:2", "1=nohost"] {
+            assert!(parse_bases(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn reports_keep_field_order_and_codes() {
+        let put = req(Op::Put { key: bytes("k"), value: bytes("v") });
+        let (r, code) = report(&put, Outcome::Ok(Reply::Done), Some(2));
+        assert_eq!((r.render().as_str(), code), (r#"{"ok":true,"group":1,"key":"k","value":"v","node":2}"#, EXIT_OK));
+        let (r, code) = report(&put, Outcome::Unknown("lost".into()), None);
+        assert_eq!((r.render().as_str(), code), (r#"{"ok":null,"outcome":"unknown","group":1,"key":"k","error":"lost"}"#, EXIT_UNKNOWN));
+        let (r, code) = report(&put, Outcome::Failed("no".into()), None);
+        assert_eq!((r.render().as_str(), code), (r#"{"ok":false,"group":1,"key":"k","error":"no"}"#, EXIT_FAILED));
+        let get = req(Op::Get { key: bytes("k"), consistency: Consistency::Stale });
+        let (r, _) = report(&get, Outcome::Ok(Reply::Value(Some(Bytes::from_static(&[0xff, 1])))), None);
+        assert_eq!(r.render(), r#"{"ok":true,"group":1,"key":"k","found":true,"value":{"hex":"ff01"}}"#);
+        let cas = req(Op::Cas { key: bytes("k"), expected: None, new: Some(bytes("n")) });
+        let (r, code) = report(&cas, Outcome::Ok(Reply::CasFailed { current: Some(bytes("x")) }), Some(1));
+        assert_eq!(code, EXIT_FAILED);
+        assert!(r.render().contains(r#""cas_failed":true,"current":"x","node":1}"#), "{}", r.render());
+        let (_, code) = report(&get, Outcome::Ok(Reply::Done), None);
+        assert_eq!(code, EXIT_FAILED, "a reply of the wrong kind is not a success");
+        let create = Request { group: 9, subject: None, op: Op::CreateGroup };
+        let (r, code) = report(&create, Outcome::Ok(Reply::Done), None);
+        assert_eq!((r.render().as_str(), code), (r#"{"ok":true,"group":9}"#, EXIT_OK));
+    }
+}
