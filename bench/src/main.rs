@@ -139,6 +139,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    engine::disable_transparent_huge_pages();
     let cli = Cli::parse();
     match drive(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,6 +84,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    engine::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => serve::run(&args),
