@@ -71,10 +71,15 @@ impl Group {
     }
 
     /// One tick; the group quiesces once it was idle for `quiesce_after_ticks`.
-    pub fn tick(&mut self, quiesce_after_ticks: u32) {
+    /// A follower quiesces only while `leader_reachable` says its leader's
+    /// node is connected: one that lost its leader must keep ticking to elect
+    /// another.
+    pub fn tick(&mut self, quiesce_after_ticks: u32, leader_reachable: impl Fn(u64) -> bool) {
         debug_assert!(!self.quiesced, "quiesced groups are not ticked");
         self.raw.tick();
-        if !self.raw.is_idle() || self.waiting() > 0 {
+        let raft = &self.raw.raft;
+        let leader_ok = raft.role == Role::Leader || leader_reachable(raft.leader.0);
+        if !leader_ok || !self.raw.is_idle() || self.waiting() > 0 {
             self.idle_ticks = 0;
             return;
         }

@@ -70,6 +70,9 @@ pub struct Shard {
     pub peers: HashMap<u64, Rc<PeerLink>>,
     /// Requests for groups of this node's other cores go through it.
     pub forwarder: Option<Forwarder>,
+    /// Peers whose connection to this core is up (they sent a frame and
+    /// have not disconnected since).
+    live_peers: RefCell<std::collections::HashSet<u64>>,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
 }
@@ -150,6 +153,7 @@ impl Shard {
             wake: Signal::default(),
             peers: HashMap::new(),
             forwarder: None,
+            live_peers: RefCell::new(std::collections::HashSet::new()),
             metrics,
             stopped: Cell::new(false),
         })
@@ -326,6 +330,7 @@ impl Shard {
         };
         match event {
             Event::Peer { from, batch } => {
+                self.live_peers.borrow_mut().insert(from);
                 for env in batch {
                     if env.msg.from.0 != from {
                         continue; // A peer speaks only for itself.
@@ -378,6 +383,7 @@ impl Shard {
                 }
             },
             Event::Tick => {
+                let live_peers = self.live_peers.borrow();
                 let mut leaders = 0;
                 let mut quiesced = 0;
                 for g in groups.values_mut() {
@@ -386,7 +392,7 @@ impl Shard {
                         quiesced += 1;
                         continue;
                     }
-                    g.tick(QUIESCE_AFTER_TICKS);
+                    g.tick(QUIESCE_AFTER_TICKS, |leader| live_peers.contains(&leader));
                     if g.raw.has_ready() {
                         schedule(g, dirty);
                     }
@@ -399,6 +405,7 @@ impl Shard {
                 m.wal_records.store(stats.records, Ordering::Relaxed);
             }
             Event::PeerLost { node } => {
+                self.live_peers.borrow_mut().remove(&node);
                 // Groups resting under that node's leadership must be able to
                 // elect another leader if it is gone.
                 for g in groups.values_mut().filter(|g| g.quiesced && g.raw.raft.leader.0 == node) {
