@@ -1,11 +1,358 @@
-//! The `failover` mode: see shared/BENCH.md. It needs the multi-Raft node
-//! (issue 4) and refuses to run until the node exists.
+//! The `failover` mode (shared/BENCH.md): kills one node of an embedded
+//! cluster under a unique-key write load, measures how long until every group
+//! has a leader again and until writes flow at 90 % of their rate before the
+//! kill, then reads every acknowledged write back from the survivors. An
+//! acknowledged write that cannot be found is a lost write: the one figure of
+//! this mode that must always be zero.
 
+mod check;
+
+use std::time::{Duration, Instant};
+
+use engine::client::ClusterMap;
+use engine::node::Cluster;
+
+use crate::cluster::{Embedded, EmbeddedShape};
+use crate::load::{Load, LoadShape};
+use crate::modes::write::{default_cores, fill};
 use crate::outcome::{Outcome, RunContext};
+use crate::progress::{Plan, Progress};
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct FailoverArgs {}
+pub struct FailoverArgs {
+    /// Nodes of the embedded cluster (at least 3: a majority must survive the kill).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Raft groups.
+    #[arg(long, default_value_t = 1000)]
+    pub groups: u64,
+    /// Write operations in flight (over all connections).
+    #[arg(long, default_value_t = 256)]
+    pub clients: usize,
+    /// Bytes of each written value.
+    #[arg(long, default_value = "64", value_parser = crate::args::parse_bytes)]
+    pub payload: u64,
+    /// Executor cores per node (the embedded cluster runs core k of every node on executor k).
+    #[arg(long, default_value_t = default_cores())]
+    pub cores: u32,
+    /// Measured load before the kill.
+    #[arg(long, default_value = "5s", value_parser = crate::args::parse_duration)]
+    pub before: Duration,
+    /// Load kept running after the kill.
+    #[arg(long, default_value = "10s", value_parser = crate::args::parse_duration)]
+    pub after: Duration,
+    /// The node to kill (default: the node leading the most groups).
+    #[arg(long, value_name = "NODE")]
+    pub kill: Option<u64>,
+    /// Not supported: the bench must kill a node itself, so it needs the embedded cluster.
+    #[arg(long, value_name = "ADDRS", hide = true)]
+    pub target: Option<String>,
+}
 
-pub fn run(_args: &FailoverArgs, _ctx: &RunContext) -> anyhow::Result<Outcome> {
-    anyhow::bail!("mode `failover` is not yet available: it needs the multi-Raft node (issue 4)")
+/// Warm-up before measuring: leaders elected and known to the load threads.
+const WARMUP_MAX: Duration = Duration::from_secs(30);
+const WARMUP_MIN: Duration = Duration::from_secs(1);
+/// How often the survivors' leader counts are read after the kill.
+const RELEAD_POLL: Duration = Duration::from_millis(10);
+/// How long past `--after` the bench still waits for every group to be re-led.
+const RELEAD_GRACE: Duration = Duration::from_secs(10);
+/// Writes recover when a second reaches this fraction of the rate before the kill.
+const RECOVERED_FRACTION: f64 = 0.9;
+
+pub fn run(args: &FailoverArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(
+        args.target.is_none(),
+        "failover needs the embedded cluster: the bench kills one of its nodes itself, which it cannot do to \
+         the servers of --target (kill a server yourself while `myriad-bench --target ...` or `lin-kv` runs)"
+    );
+    anyhow::ensure!(
+        args.nodes >= 3 && args.nodes <= 7,
+        "--nodes must be 3..=7: a majority has to survive the kill"
+    );
+    anyhow::ensure!(
+        args.groups >= 1 && args.clients >= 1,
+        "--groups and --clients must be positive"
+    );
+    anyhow::ensure!(
+        args.payload >= 8 && args.payload <= 1 << 20,
+        "--payload is 8 B to 1 MiB (the value starts with its key)"
+    );
+    anyhow::ensure!(args.cores >= 1, "--cores must be at least 1");
+    anyhow::ensure!(
+        !args.before.is_zero() && !args.after.is_zero(),
+        "--before and --after must be positive"
+    );
+    if let Some(k) = args.kill {
+        anyhow::ensure!(
+            (1..=args.nodes).contains(&k),
+            "--kill {k}: nodes are numbered 1..={}",
+            args.nodes
+        );
+    }
+    let mut out = Outcome::new("failover");
+    out.config("nodes", args.nodes);
+    out.config("groups", args.groups);
+    out.config("clients", args.clients as u64);
+    out.config("payload_bytes", args.payload);
+    out.config("before_s", args.before.as_secs_f64());
+    out.config("after_s", args.after.as_secs_f64());
+    out.config("cores", args.cores);
+    out.config("sync", true);
+    out.config("target", "embedded");
+
+    // Declared before the cluster so the cluster stops before its directory goes.
+    let data_dir = ctx.open_data_dir()?;
+    let shape = EmbeddedShape {
+        nodes: args.nodes,
+        groups: args.groups,
+        cores: args.cores,
+        sync: true,
+    };
+    ctx.progress
+        .phase("starting the cluster", "groups", Plan::Open);
+    let embedded = Embedded::start(&shape, data_dir.path())?;
+    let measured = measure(args, ctx, &embedded, &mut out);
+    let stopped = embedded.cluster.shutdown();
+    drop(data_dir);
+    measured?;
+    stopped?;
+    Ok(out)
+}
+
+/// Load, kill, recovery, read-back; fills `out`.
+fn measure(
+    args: &FailoverArgs,
+    ctx: &RunContext,
+    embedded: &Embedded,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
+    let load_shape = LoadShape {
+        groups: args.groups,
+        clients: args.clients,
+        payload_bytes: args.payload as usize,
+        read_ratio: 0.0,
+        keys_per_group: 0,
+        request_timeout: Duration::from_secs(5),
+    };
+    ctx.progress.phase("electing leaders", "ops", Plan::Open);
+    let load = Load::start(&embedded.map, &load_shape, ctx.progress.clone())?;
+    let warm = Instant::now();
+    while warm.elapsed() < WARMUP_MIN
+        || (load.leaders_known() < args.groups as usize && warm.elapsed() < WARMUP_MAX)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let victim = args.kill.unwrap_or_else(|| busiest_node(embedded));
+    let survivors: Vec<u64> = embedded
+        .configs
+        .keys()
+        .copied()
+        .filter(|&n| n != victim)
+        .collect();
+
+    ctx.progress
+        .phase("failover", "ops", Plan::For(args.before + args.after));
+    load.begin_measuring();
+    std::thread::sleep(args.before);
+    let led = embedded.cluster.metrics(victim).leaders;
+    let watch = Watch {
+        cluster: &embedded.cluster,
+        survivors: &survivors,
+        groups: args.groups,
+        after: args.after,
+        progress: &ctx.progress,
+    };
+    let (kill_at_s, (releaded, led_by_survivors), report) = std::thread::scope(|s| {
+        embedded.cluster.kill(victim);
+        let killed = Instant::now();
+        let kill_at_s = ctx.progress.elapsed_s();
+        ctx.progress.mark(&format!("kill node {victim}"));
+        let watch = &watch;
+        let watcher = s.spawn(move || watch.releaded(killed));
+        std::thread::sleep(args.after.saturating_sub(killed.elapsed()));
+        // The series ends with the last whole second of load, before the drain.
+        ctx.progress.finish();
+        let report = load.finish();
+        let releaded = watcher
+            .join()
+            .expect("the re-election watcher does not panic");
+        (kill_at_s, releaded, report)
+    });
+    out.per_second = ctx.progress.per_second();
+    out.per_second_unit = "ops".into();
+    out.marks = ctx.progress.marks();
+    fill(out, &report, args.payload);
+
+    let recovered_s = recovery_s(&out.per_second, kill_at_s, RECOVERED_FRACTION);
+    out.set("killed_node", victim);
+    out.set("groups_led_by_killed_node", led);
+    out.set("all_releaded_s", releaded.map(|d| d.as_secs_f64()));
+    out.set("groups_led_by_survivors", led_by_survivors);
+    out.set("throughput_90pct_s", recovered_s);
+    out.say(format!(
+        "killed node {victim} at {kill_at_s:.2} s; it led {led} of {} groups",
+        args.groups
+    ));
+    out.say(match releaded {
+        Some(d) => format!(
+            "every group had a leader again {:.3} s after the kill",
+            d.as_secs_f64()
+        ),
+        None => format!(
+            "NOT every group had a leader again within {:.0} s of the kill: the survivors led {led_by_survivors} of {}",
+            (args.after + RELEAD_GRACE).as_secs_f64(),
+            args.groups
+        ),
+    });
+    out.say(match recovered_s {
+        Some(s) => format!("writes back to 90 % of their rate before the kill within {s:.2} s (per-second resolution)"),
+        None => "writes did NOT come back to 90 % of their rate before the kill".to_string(),
+    });
+
+    let survivors_map = ClusterMap {
+        nodes: embedded
+            .map
+            .nodes
+            .iter()
+            .filter(|(&n, _)| n != victim)
+            .map(|(&n, a)| (n, a.clone()))
+            .collect(),
+    };
+    let started = Instant::now();
+    let checked = check::read_back(
+        &survivors_map,
+        &report.acked,
+        args.payload as usize,
+        &ctx.progress,
+    )?;
+    ctx.progress.finish();
+    out.set("acked_writes_checked", checked.checked);
+    out.set("acked_writes_lost", checked.lost);
+    out.set("acked_writes_unverified", checked.unverified);
+    out.say(format!(
+        "read back {} of {} acknowledged writes in {:.1} s: {} lost, {} could not be read",
+        checked.checked,
+        report.acked.len(),
+        started.elapsed().as_secs_f64(),
+        checked.lost,
+        checked.unverified
+    ));
+    if checked.lost > 0 {
+        let shown: Vec<String> = checked
+            .lost_examples
+            .iter()
+            .map(|(g, k)| format!("group {g} key {k:#x}"))
+            .collect();
+        out.say(format!(
+            "LOST acknowledged writes (a durability bug), e.g. {}",
+            shown.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The node leading the most groups (the lowest id among equals).
+fn busiest_node(embedded: &Embedded) -> u64 {
+    let led = |n: u64| embedded.cluster.metrics(n).leaders;
+    embedded
+        .configs
+        .keys()
+        .copied()
+        .max_by_key(|&n| (led(n), std::cmp::Reverse(n)))
+        .expect("a cluster has nodes")
+}
+
+/// Watches the surviving nodes after the kill.
+struct Watch<'a> {
+    cluster: &'a Cluster,
+    survivors: &'a [u64],
+    groups: u64,
+    after: Duration,
+    progress: &'a Progress,
+}
+
+impl Watch<'_> {
+    /// Time from the kill until the survivors lead every group between them
+    /// (`None` if that did not happen by `after` + `RELEAD_GRACE`), and the
+    /// groups they led when the watch ended.
+    fn releaded(&self, killed: Instant) -> (Option<Duration>, u64) {
+        let give_up = self.after + RELEAD_GRACE;
+        let mut led = 0;
+        while killed.elapsed() < give_up {
+            led = self
+                .survivors
+                .iter()
+                .map(|&n| self.cluster.metrics(n).leaders)
+                .sum();
+            if led >= self.groups {
+                let took = killed.elapsed();
+                if took < self.after {
+                    self.progress.mark("every group re-led");
+                }
+                return (Some(took), led);
+            }
+            std::thread::sleep(RELEAD_POLL);
+        }
+        (None, led)
+    }
+}
+
+/// Seconds from the kill (at `kill_at_s` on the series' clock) to the end of
+/// the first whole second after it whose throughput reaches `fraction` of the
+/// mean of the whole seconds before the kill (the first of those left out
+/// when there are more: it starts with an empty pipeline). An upper bound
+/// with a resolution of one second; `None` without a second before the kill
+/// or without recovery.
+pub fn recovery_s(per_second: &[f64], kill_at_s: f64, fraction: f64) -> Option<f64> {
+    assert!(
+        kill_at_s >= 0.0 && (0.0..=1.0).contains(&fraction),
+        "a kill time and a fraction"
+    );
+    let whole_before = (kill_at_s.floor() as usize).min(per_second.len());
+    let before = &per_second[usize::from(whole_before > 1)..whole_before];
+    if before.is_empty() {
+        return None;
+    }
+    let mean = before.iter().sum::<f64>() / before.len() as f64;
+    if mean <= 0.0 {
+        return None;
+    }
+    let first_after = kill_at_s.ceil() as usize;
+    let second = (first_after..per_second.len()).find(|&i| per_second[i] >= fraction * mean)?;
+    Some(second as f64 + 1.0 - kill_at_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recovery_s;
+
+    #[test]
+    fn recovery_is_measured_to_the_end_of_the_first_good_second() {
+        let series = [500.0, 1000.0, 1000.0, 400.0, 0.0, 850.0, 950.0, 1000.0];
+        // Mean before the kill at 3.4 s: seconds 1 and 2 (second 0 is ramp-up).
+        let s = recovery_s(&series, 3.4, 0.9).unwrap();
+        assert!(
+            (s - 3.6).abs() < 1e-9,
+            "second 6 ends 3.6 s after the kill: {s}"
+        );
+        assert_eq!(
+            recovery_s(&series, 3.4, 1.0).map(|s| (s * 10.0).round()),
+            Some(46.0)
+        );
+        assert_eq!(
+            recovery_s(&[0.0, 0.0, 0.0], 2.5, 0.9),
+            None,
+            "nothing flowed before"
+        );
+        assert_eq!(
+            recovery_s(&[1000.0, 1000.0, 0.0, 0.0], 2.5, 0.9),
+            None,
+            "never recovered"
+        );
+        assert_eq!(
+            recovery_s(&[1000.0], 0.5, 0.9),
+            None,
+            "no whole second before the kill"
+        );
+    }
 }

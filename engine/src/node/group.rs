@@ -63,8 +63,8 @@ impl Group {
 
     /// Resumes ticking after quiescence.
     pub fn wake(&mut self) {
-        self.idle_ticks = 0;
         if self.quiesced {
+            self.idle_ticks = 0;
             self.quiesced = false;
             self.raw.wake();
         }
@@ -76,10 +76,13 @@ impl Group {
     /// another.
     pub fn tick(&mut self, quiesce_after_ticks: u32, leader_reachable: impl Fn(u64) -> bool) {
         debug_assert!(!self.quiesced, "quiesced groups are not ticked");
+        // Idle as the last ready left it: the heartbeat this tick may send
+        // does not count as work.
+        let idle = self.raw.is_idle() && self.waiting() == 0;
         self.raw.tick();
         let raft = &self.raw.raft;
         let leader_ok = raft.role == Role::Leader || leader_reachable(raft.leader.0);
-        if !leader_ok || !self.raw.is_idle() || self.waiting() > 0 {
+        if !leader_ok || !idle {
             self.idle_ticks = 0;
             return;
         }

@@ -337,7 +337,10 @@ impl Shard {
                     }
                     match groups.get_mut(&env.group) {
                         Some(g) => {
-                            g.wake();
+                            // A late heartbeat response needs no wake-up round.
+                            if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) {
+                                g.wake();
+                            }
                             g.raw.step(env.msg);
                             schedule(g, dirty);
                         }

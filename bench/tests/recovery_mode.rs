@@ -1,0 +1,134 @@
+//! `myriad-bench recovery` end to end in a small shape: a single node fills
+//! its WAL, restarts and serves every group again; a second run on the kept
+//! data directory replays the same WAL without writing and times the phases.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WAL_BYTES: u64 = 32 << 20;
+
+fn recovery(data: &Path, extra: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("recovery.json");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
+        .args([
+            "recovery",
+            "--wal-bytes",
+            "32MiB",
+            "--groups",
+            "20",
+            "--quiet",
+        ])
+        .args(extra)
+        .args([
+            "--json",
+            json.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .expect("running myriad-bench recovery");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a short run stays short"
+    );
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("myriad-bench recovery:"), "{stdout}");
+    assert!(stdout.contains("replay"), "{stdout}");
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+fn check_replay(r: &Value) {
+    assert_eq!(r["mode"], "recovery");
+    assert_eq!(r["config"]["nodes"], 1);
+    assert_eq!(r["config"]["groups"], 20);
+    assert_eq!(r["config"]["compact_every_entries"], 1u64 << 40);
+    let wal_bytes = r["wal_bytes"].as_u64().unwrap();
+    assert!(wal_bytes >= WAL_BYTES, "{r}");
+    assert!(r["wal_payload_bytes"].as_u64().unwrap() <= wal_bytes, "{r}");
+    assert!(
+        r["wal_entries"].as_u64().unwrap() >= WAL_BYTES / 4096,
+        "{r}"
+    );
+    let replay_s = r["replay_s"].as_f64().unwrap();
+    assert!(replay_s > 0.0 && replay_s < 60.0, "{r}");
+    let open_s = r["open_s"].as_f64().unwrap();
+    let first_s = r["first_serve_s"].as_f64().unwrap();
+    assert!(
+        0.0 < open_s && open_s <= first_s && first_s <= replay_s,
+        "{r}"
+    );
+    let rate = r["replay_mib_per_s"].as_f64().unwrap();
+    let expected = wal_bytes as f64 / (1 << 20) as f64 / replay_s;
+    assert!((rate - expected).abs() <= 1e-6 * expected, "{r}");
+    assert_eq!(r["page_cache_dropped"], true, "{r}");
+    assert!(
+        r["rebuild_read_bytes"].as_u64().unwrap() >= r["wal_payload_bytes"].as_u64().unwrap(),
+        "{r}"
+    );
+    for k in [
+        "wal_scan_s",
+        "wal_records",
+        "wal_segments",
+        "wal_file_bytes",
+        "rebuild_reads",
+        "elected_s",
+        "cpu_user_s",
+        "cpu_sys_s",
+        "rss_max_bytes",
+        "elapsed_s",
+    ] {
+        assert!(r.get(k).is_some(), "field {k} missing: {r}");
+    }
+}
+
+#[test]
+fn recovery_mode_fills_the_wal_restarts_and_replays_it_again() {
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let first = recovery(data.path(), &[]);
+    check_replay(&first);
+    assert!(
+        first["write_ops"].as_u64().unwrap() >= WAL_BYTES / 4096,
+        "{first}"
+    );
+    assert_eq!(first["write_errors"], 0, "{first}");
+    assert!(data
+        .path()
+        .join("node-1")
+        .join("core-0")
+        .join("wal")
+        .is_dir());
+
+    // The kept WAL is large enough already: no writing, the same replay, and
+    // the phases timed apart.
+    let second = recovery(data.path(), &["--breakdown"]);
+    check_replay(&second);
+    assert!(second.get("write_ops").is_none(), "{second}");
+    assert!(
+        second["wal_entries"].as_u64().unwrap() >= first["wal_entries"].as_u64().unwrap(),
+        "{second}"
+    );
+    assert!(
+        second["breakdown_wal_open_s"].as_f64().unwrap() > 0.0,
+        "{second}"
+    );
+    assert!(
+        second["breakdown_read_entries_s"].as_f64().unwrap() >= 0.0,
+        "{second}"
+    );
+    // The timed restart appended each group's new-term entry after the scan.
+    assert!(
+        second["breakdown_entries"].as_u64().unwrap()
+            >= second["wal_live_entries"].as_u64().unwrap(),
+        "{second}"
+    );
+}
