@@ -12,10 +12,8 @@
 //! `WRITER_DIR_ENV` is set, and the parent re-executes this binary with it.
 //!
 //! `MYRIAD_CRASH_SEED` replays a seed, `MYRIAD_CRASH_ITERS` sets the kills,
-//! `MYRIAD_CRASH_PURGE=1` adds garbage collection to the writer (off by
-//! default until `purge` stops deleting live segments: see the ignored
-//! `purge_keeps_entries_of_a_rewritten_busy_group` below),
-//! `MYRIAD_CRASH_KEEP=1` keeps the directory for `myriad-log`.
+//! `MYRIAD_CRASH_PURGE=0` takes garbage collection out of the writer (on by
+//! default), `MYRIAD_CRASH_KEEP=1` keeps the directory for `myriad-log`.
 //! The seed fixes every choice of the test, not the moment the kernel
 //! delivers the signal.
 
@@ -38,8 +36,8 @@ const WRITER_SEED_ENV: &str = "MYRIAD_WAL_CRASH_WRITER_SEED";
 const WRITER_PURGE_ENV: &str = "MYRIAD_WAL_CRASH_WRITER_PURGE";
 const SEED_DEFAULT: u64 = 0x5EED_0C0A_5417;
 const ITERS_DEFAULT: u64 = 5;
-/// 1 once `purge` keeps entries of rewritten groups (it deletes them today).
-const PURGE_DEFAULT: u64 = 0;
+/// The writer purges (rewrites lagging groups, deletes segments) by default.
+const PURGE_DEFAULT: u64 = 1;
 /// Marks protocol lines, which may follow the test harness's own output.
 const MARK: &str = "@@ ";
 
@@ -602,7 +600,6 @@ async fn check_group(wal: &Wal, gen: u64, g: u64, m: &mut GroupModel) {
 /// entries in segments `<= cut` forward; its entries in segments between
 /// the cut and the head must survive the segment deletion that follows.
 #[test]
-#[ignore = "engine bug: purge deletes segments holding entries the rewrite did not copy"]
 fn purge_keeps_entries_of_a_rewritten_busy_group() {
     run(async {
         let io = engine::wal::SimIo::new();

@@ -54,10 +54,7 @@ pub struct LinKvArgs {
     /// `1=host:port,2=host:port,...` (core k serves port + k; give --cores).
     #[arg(long, value_name = "ADDRS")]
     pub target: Option<String>,
-    /// Client: `single-attempt` never resends a write that may have arrived
-    /// (exact histories); `engine` is engine::client::Client, which retries
-    /// writes after a lost connection (a cas can then be recorded `fail`
-    /// although it took effect).
+    /// Client: `single-attempt` never resends a write that may have arrived (exact histories); `engine` is engine::client::Client, which retries such writes.
     #[arg(long, value_enum, default_value_t = ClientKind::SingleAttempt)]
     pub client: ClientKind,
     /// How long one attempt waits for its reply.

@@ -278,9 +278,6 @@ impl Client {
         let mut last_error = String::from("deadline passed before any attempt");
         let core = core_of(group, self.map.cores());
         let write = op.is_write();
-        // Once a write was sent without a definite answer, a later failure
-        // cannot prove it did not apply.
-        let mut maybe_applied = false;
         while started.elapsed() < self.opts.deadline {
             let node = self.pick_node(group);
             let id = self.next_id;
@@ -304,7 +301,10 @@ impl Client {
                     last_error = e.to_string();
                     let sent = !matches!(&e, ConnectionError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused);
                     if write && sent {
-                        maybe_applied = true;
+                        // It may have been applied: a retry could apply it
+                        // twice or answer for the second attempt (a CAS that
+                        // took effect would come back failed).
+                        return Outcome::Unknown(format!("the write may or may not have been applied: {e}"));
                     }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(self.opts.backoff_max);
@@ -344,10 +344,6 @@ impl Client {
                 }
             }
         }
-        if maybe_applied {
-            Outcome::Unknown(format!("no definite answer before the deadline: {last_error}"))
-        } else {
-            Outcome::Failed(format!("no answer before the deadline: {last_error}"))
-        }
+        Outcome::Failed(format!("no answer before the deadline: {last_error}"))
     }
 }

@@ -6,6 +6,7 @@
 
 use rkyv::{Archive, Serialize};
 
+use super::limits::LOG_INDEX_MAX;
 use super::types::{GroupId, HardState, LogIndex, Term};
 
 /// One entry's fixed part; its payload is `payload[offset..offset + len]`.
@@ -82,7 +83,14 @@ impl Batch {
 
     /// Like `push_entry`, with one tag byte stored before the payload (the
     /// node keeps the Raft entry kind there), without an intermediate copy.
-    pub fn push_entry_tagged(&mut self, group: GroupId, term: Term, index: LogIndex, tag: u8, payload: &[u8]) {
+    pub fn push_entry_tagged(
+        &mut self,
+        group: GroupId,
+        term: Term,
+        index: LogIndex,
+        tag: u8,
+        payload: &[u8],
+    ) {
         self.push_parts(group, term, index, &[&[tag], payload]);
     }
 
@@ -138,6 +146,26 @@ impl Batch {
         self.rewrite_cut_segment = Some(segment);
     }
 
+    /// Whether this is a rewrite record built by garbage collection.
+    pub fn is_rewrite(&self) -> bool {
+        self.rewrite_cut_segment.is_some()
+    }
+
+    /// Refuses log indexes no log can hold (see `check_log_index`), the same
+    /// check recovery applies to every record it reads.
+    pub fn check(&self) -> Result<(), BatchDefect> {
+        for m in &self.entries {
+            check_log_index(m.group, IndexUse::Entry, m.index)?;
+        }
+        for t in &self.truncations {
+            check_log_index(t.group, IndexUse::Truncation, t.from_index)?;
+        }
+        for c in &self.compactions {
+            check_log_index(c.group, IndexUse::Compaction, c.index)?;
+        }
+        Ok(())
+    }
+
     /// Empties the batch, keeping its buffers for the next loop iteration.
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -172,7 +200,32 @@ impl Batch {
         let truncations = self.truncations.iter().map(|t| t.group);
         let compactions = self.compactions.iter().map(|c| c.group);
         let removals = self.removals.iter().copied();
-        entries.chain(states).chain(truncations).chain(compactions).chain(removals).map(GroupId)
+        entries
+            .chain(states)
+            .chain(truncations)
+            .chain(compactions)
+            .chain(removals)
+            .map(GroupId)
+    }
+
+    pub fn truncations(&self) -> impl Iterator<Item = (GroupId, LogIndex)> + '_ {
+        self.truncations
+            .iter()
+            .map(|t| (GroupId(t.group), LogIndex(t.from_index)))
+    }
+
+    pub fn compactions(&self) -> impl Iterator<Item = (GroupId, LogIndex)> + '_ {
+        self.compactions
+            .iter()
+            .map(|c| (GroupId(c.group), LogIndex(c.index)))
+    }
+
+    pub fn hard_state_groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.hard_states.iter().map(|h| GroupId(h.group))
+    }
+
+    pub fn removals(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.removals.iter().map(|&g| GroupId(g))
     }
 
     pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
@@ -209,6 +262,50 @@ pub enum BatchDefect {
         len: u32,
         payload_len: usize,
     },
+    #[error("group {group}: {what} index {index} outside {lowest}..={max}", lowest = .what.lowest(), max = LOG_INDEX_MAX)]
+    LogIndex {
+        group: u64,
+        what: IndexUse,
+        index: u64,
+    },
+}
+
+/// What a log index in a batch stands for, for `check_log_index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexUse {
+    Entry,
+    Truncation,
+    Compaction,
+}
+
+impl IndexUse {
+    /// Logs start at 1; compacting through 0 discards nothing.
+    fn lowest(self) -> u64 {
+        match self {
+            IndexUse::Entry | IndexUse::Truncation => 1,
+            IndexUse::Compaction => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for IndexUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IndexUse::Entry => "entry",
+            IndexUse::Truncation => "truncation",
+            IndexUse::Compaction => "compaction",
+        })
+    }
+}
+
+/// An index outside `lowest..=LOG_INDEX_MAX` is never written (`submit`
+/// refuses it) and is corruption when read: the index's arithmetic relies on
+/// it (`index - 1`, `index + 1`).
+pub fn check_log_index(group: u64, what: IndexUse, index: u64) -> Result<(), BatchDefect> {
+    if (what.lowest()..=LOG_INDEX_MAX).contains(&index) {
+        return Ok(());
+    }
+    Err(BatchDefect::LogIndex { group, what, index })
 }
 
 /// Validates `body` (bytecheck) and returns the archived batch in place.
@@ -220,12 +317,13 @@ pub fn access_batch(body: &[u8]) -> Result<&ArchivedBatch, BatchDefect> {
     );
     let batch = rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(body)
         .map_err(|e| BatchDefect::Structure(e.to_string()))?;
-    batch.check_payload_ranges()?;
+    batch.check_contents()?;
     Ok(batch)
 }
 
 impl ArchivedBatch {
-    fn check_payload_ranges(&self) -> Result<(), BatchDefect> {
+    /// Payload ranges and log indexes: what the index relies on.
+    fn check_contents(&self) -> Result<(), BatchDefect> {
         let payload_len = self.payload.len();
         for (i, m) in self.entries.iter().enumerate() {
             let (offset, len) = (m.payload_offset.to_native(), m.payload_len.to_native());
@@ -237,6 +335,21 @@ impl ArchivedBatch {
                     payload_len,
                 });
             }
+            check_log_index(m.group.to_native(), IndexUse::Entry, m.index.to_native())?;
+        }
+        for t in self.truncations.iter() {
+            check_log_index(
+                t.group.to_native(),
+                IndexUse::Truncation,
+                t.from_index.to_native(),
+            )?;
+        }
+        for c in self.compactions.iter() {
+            check_log_index(
+                c.group.to_native(),
+                IndexUse::Compaction,
+                c.index.to_native(),
+            )?;
         }
         Ok(())
     }

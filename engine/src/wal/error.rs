@@ -42,4 +42,17 @@ pub enum WalError {
     },
     #[error("invalid WAL options: {0}")]
     Options(String),
+    /// `submit` refused a batch that no log can hold; nothing was written.
+    #[error("batch refused: group {group}: {what}")]
+    InvalidBatch { group: GroupId, what: String },
+    /// Another `Wal` (in this or another process) holds the directory.
+    #[error("WAL directory {} is in use by another process ({holder})", .dir.display())]
+    Locked {
+        dir: PathBuf,
+        /// The lock file, and the holder it names if any.
+        holder: String,
+    },
+    /// The WAL was closed (or its last handle dropped): it takes no batches.
+    #[error("WAL is closed")]
+    Closed,
 }

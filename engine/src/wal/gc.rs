@@ -3,13 +3,16 @@
 //! oldest ones forward (a rewrite) so those can go too.
 //!
 //! A rewrite record must describe its groups exactly as they are at its place
-//! in the log. So the rewrite starts once everything submitted before it is
-//! durable, snapshots its groups, and leaves out any group that a batch
-//! submitted meanwhile touched (it is retried by the next purge).
+//! in the log. So the rewrite starts watching every batch submitted, waits
+//! until everything submitted before is durable, snapshots its groups, and
+//! leaves out any group that a batch submitted since it started touched (it
+//! is retried by the next purge).
 
 use super::batch::Batch;
 use super::error::WalError;
+use super::index::GroupMap;
 use super::io::WalIo;
+use super::limits::SEGMENT_HEADER_BYTES;
 use super::read::Entry;
 use super::state::Wal;
 use super::types::{GroupId, HardState, LogIndex, RecordSeq, SegmentSeq};
@@ -25,11 +28,38 @@ pub struct PurgeReport {
 /// What a group keeps in segments `<= cut`, to copy forward.
 struct Pinned {
     group: GroupId,
-    /// Entries `first..=last` live in segments `<= cut` (none when first > last).
-    first: LogIndex,
-    last: LogIndex,
+    /// Index ranges (inclusive, ascending, not adjoining) of the entries
+    /// held in segments `<= cut`. After an earlier rewrite these need not be
+    /// a prefix of the log: its copies sit in a newer segment, in front of
+    /// entries still in old ones.
+    ranges: Vec<(LogIndex, LogIndex)>,
     hard_state: Option<HardState>,
     compacted: Option<LogIndex>,
+}
+
+/// Part of one group's rewrite: a rewrite record holds pieces of several
+/// groups, and a group with more than a record's worth of entries is split
+/// into pieces over several records (each replaces exactly what it copies).
+struct Piece {
+    group: GroupId,
+    /// The group's first piece: it carries the hard state and compaction
+    /// mark, and counts the group in the report.
+    first: bool,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    compacted: Option<LogIndex>,
+}
+
+/// Archived bytes of an entry's metadata, and a bound of a piece's other
+/// fields (hard state, compaction mark), for sizing rewrite records.
+const ENTRY_META_BYTES: usize = 32;
+const PIECE_BYTES: usize = 64;
+
+/// The pieces of the rewrite record being gathered.
+#[derive(Default)]
+struct Chunk {
+    pieces: Vec<Piece>,
+    bytes: usize,
 }
 
 impl<I: WalIo> Wal<I> {
@@ -51,10 +81,13 @@ impl<I: WalIo> Wal<I> {
         let head = st.writer.head_segment();
         let count = (head.0 + 1).saturating_sub(st.first_segment.0) as usize;
         let keep = (self.inner.opts.segments_soft_max / 2) as u64;
-        (count > self.inner.opts.segments_soft_max && st.rewriting.is_none()).then(|| SegmentSeq(head.0 - keep))
+        (count > self.inner.opts.segments_soft_max && st.rewriting.is_none())
+            .then(|| SegmentSeq(head.0 - keep))
     }
 
-    /// Snapshots the groups pinning segments `<= cut` and starts watching them.
+    /// Snapshots the groups pinning segments `<= cut`; any of them touched by
+    /// a batch since the rewrite began is left out when its piece is
+    /// submitted.
     fn pin(&self, cut: SegmentSeq) -> Vec<Pinned> {
         let mut st = self.inner.st.borrow_mut();
         let mut out: Vec<Pinned> = st
@@ -63,45 +96,93 @@ impl<I: WalIo> Wal<I> {
             .iter()
             .filter(|(_, log)| log.oldest_segment().is_some_and(|s| s <= cut))
             .map(|(&group, log)| {
-                let last = log.spans.iter().take_while(|s| s.segment <= cut).last();
+                assert_eq!(
+                    log.first_gap(),
+                    None,
+                    "group {group}: a live log is contiguous"
+                );
+                let mut ranges: Vec<(LogIndex, LogIndex)> = Vec::new();
+                for span in log.spans.iter().filter(|s| s.segment <= cut) {
+                    match ranges.last_mut() {
+                        Some((_, hi)) if hi.0 + 1 == span.first.0 => *hi = span.last(),
+                        _ => ranges.push((span.first, span.last())),
+                    }
+                }
                 Pinned {
                     group,
-                    first: log.first_index(),
-                    last: last.map_or(LogIndex(0), |s| s.last()),
+                    ranges,
                     hard_state: log.hard_state.filter(|(_, s)| *s <= cut).map(|(h, _)| h),
-                    compacted: log.compact_segment.filter(|s| *s <= cut).map(|_| log.compacted),
+                    compacted: log
+                        .compact_segment
+                        .filter(|s| *s <= cut)
+                        .map(|_| log.compacted),
                 }
             })
             .collect();
         out.sort_unstable_by_key(|p| p.group);
-        st.rewriting = Some(out.iter().map(|p| (p.group, false)).collect());
+        let rewriting = st
+            .rewriting
+            .as_mut()
+            .expect("the rewrite tracks batches from its start");
+        for p in &out {
+            rewriting.entry(p.group).or_insert(false);
+        }
         out
     }
 
     async fn rewrite(&self, cut: SegmentSeq, report: &mut PurgeReport) -> Result<(), WalError> {
-        let before = RecordSeq(self.inner.st.borrow().writer.next_seq().0 - 1);
+        // From here every submitted batch marks its groups touched: those
+        // submitted after `before` may not be in the index when `pin` runs.
+        let before = {
+            let mut st = self.inner.st.borrow_mut();
+            st.rewriting = Some(GroupMap::default());
+            RecordSeq(st.writer.next_seq().0 - 1)
+        };
         self.wait_durable(before).await?;
-        let bytes_max = self.inner.opts.write_bytes_max / 2;
-        let mut chunk: Vec<(Pinned, Vec<Entry>)> = Vec::new();
-        let mut chunk_bytes = 0;
+        let room = self.inner.opts.segment_size_bytes - SEGMENT_HEADER_BYTES;
+        let bytes_max = self.inner.opts.write_bytes_max.min(room as usize) / 2;
+        let mut chunk = Chunk::default();
         let mut last = None;
-        for pinned in self.pin(cut) {
-            let copies = if pinned.first <= pinned.last {
-                let hi = LogIndex(pinned.last.0 + 1);
-                match self.entries(pinned.group, pinned.first, hi).await {
-                    Ok(copies) => copies,
-                    Err(_) if self.touched(pinned.group) => continue,
+        'groups: for pinned in self.pin(cut) {
+            let mut copies = Vec::new();
+            for &(lo, hi) in &pinned.ranges {
+                match self.entries(pinned.group, lo, LogIndex(hi.0 + 1)).await {
+                    Ok(mut entries) => copies.append(&mut entries),
+                    Err(_) if self.touched(pinned.group) => continue 'groups,
                     Err(e) => return Err(e),
                 }
-            } else {
-                Vec::new()
-            };
-            chunk_bytes += copies.iter().map(|e| e.payload.len()).sum::<usize>();
-            chunk.push((pinned, copies));
-            if chunk_bytes >= bytes_max {
-                last = self.submit_rewrite(&mut chunk, cut, report)?.or(last);
-                chunk_bytes = 0;
             }
+            if chunk.bytes + PIECE_BYTES > bytes_max && !chunk.pieces.is_empty() {
+                last = self.submit_rewrite(&mut chunk, cut, report)?.or(last);
+            }
+            let mut piece = Piece {
+                group: pinned.group,
+                first: true,
+                entries: Vec::new(),
+                hard_state: pinned.hard_state,
+                compacted: pinned.compacted,
+            };
+            chunk.bytes += PIECE_BYTES;
+            for entry in copies {
+                let bytes = ENTRY_META_BYTES + entry.payload.len();
+                if chunk.bytes + bytes > bytes_max
+                    && (!chunk.pieces.is_empty() || !piece.entries.is_empty())
+                {
+                    let next = Piece {
+                        group: piece.group,
+                        first: false,
+                        entries: Vec::new(),
+                        hard_state: None,
+                        compacted: None,
+                    };
+                    chunk.pieces.push(std::mem::replace(&mut piece, next));
+                    last = self.submit_rewrite(&mut chunk, cut, report)?.or(last);
+                    chunk.bytes = PIECE_BYTES;
+                }
+                chunk.bytes += bytes;
+                piece.entries.push(entry);
+            }
+            chunk.pieces.push(piece);
         }
         last = self.submit_rewrite(&mut chunk, cut, report)?.or(last);
         match last {
@@ -112,22 +193,26 @@ impl<I: WalIo> Wal<I> {
 
     fn touched(&self, group: GroupId) -> bool {
         let st = self.inner.st.borrow();
-        st.rewriting.as_ref().and_then(|r| r.get(&group).copied()).unwrap_or(true)
+        st.rewriting
+            .as_ref()
+            .and_then(|r| r.get(&group).copied())
+            .unwrap_or(true)
     }
 
-    /// Submits the untouched groups of `chunk` as one rewrite record.
+    /// Submits the pieces of untouched groups in `chunk` as one rewrite
+    /// record, and empties the chunk.
     fn submit_rewrite(
         &self,
-        chunk: &mut Vec<(Pinned, Vec<Entry>)>,
+        chunk: &mut Chunk,
         cut: SegmentSeq,
         report: &mut PurgeReport,
     ) -> Result<Option<RecordSeq>, WalError> {
         let mut batch = Batch::new();
-        for (p, copies) in chunk.drain(..) {
+        for p in chunk.pieces.drain(..) {
             if self.touched(p.group) {
                 continue;
             }
-            for e in &copies {
+            for e in &p.entries {
                 batch.push_entry(e.group, e.term, e.index, &e.payload);
             }
             if let Some(state) = p.hard_state {
@@ -136,9 +221,10 @@ impl<I: WalIo> Wal<I> {
             if let Some(index) = p.compacted {
                 batch.compact(p.group, index);
             }
-            report.groups_rewritten += 1;
-            report.entries_rewritten += copies.len() as u64;
+            report.groups_rewritten += u64::from(p.first);
+            report.entries_rewritten += p.entries.len() as u64;
         }
+        chunk.bytes = 0;
         if batch.is_empty() {
             return Ok(None);
         }
@@ -152,10 +238,18 @@ impl<I: WalIo> Wal<I> {
     /// The oldest segment still needed by a group or by a write in flight.
     fn needed_from(&self) -> SegmentSeq {
         let st = self.inner.st.borrow();
-        let groups = st.index.groups.values().filter_map(|g| g.oldest_segment()).min();
+        let groups = st
+            .index
+            .groups
+            .values()
+            .filter_map(|g| g.oldest_segment())
+            .min();
         let writing = st.in_flight.front().map(|f| f.write.segment);
         let head = st.writer.head_segment();
-        [groups, writing].into_iter().flatten().fold(head, SegmentSeq::min)
+        [groups, writing]
+            .into_iter()
+            .flatten()
+            .fold(head, SegmentSeq::min)
     }
 
     async fn remove_unneeded(&self) -> Result<u64, WalError> {
@@ -169,7 +263,11 @@ impl<I: WalIo> Wal<I> {
             // Oldest first: a crash part-way leaves a contiguous range.
             if let Err(source) = self.inner.io.remove(segment).await {
                 if source.kind() != std::io::ErrorKind::NotFound {
-                    return Err(WalError::Io { op: "removing", path: self.inner.io.path(segment), source });
+                    return Err(WalError::Io {
+                        op: "removing",
+                        path: self.inner.io.path(segment),
+                        source,
+                    });
                 }
             }
             let mut st = self.inner.st.borrow_mut();

@@ -34,15 +34,33 @@ impl Span {
     }
 }
 
-/// One group's log. Invariants: spans are contiguous in index and ascending
-/// in location; every span index is above `compacted`.
+/// One group's log.
+///
+/// Invariants: spans ascend by index without overlapping, and every span
+/// index is above `compacted`. Their locations need not ascend: a rewrite puts
+/// copies of a group's oldest entries into the head segment, in front of its
+/// newer entries in older segments. While the WAL runs, the spans are also
+/// contiguous and start at `compacted + 1`; while recovery replays the
+/// segments still on disk, a span may start past its predecessor's end until
+/// a later rewrite record supplies the entries in between (`first_gap`).
 #[derive(Clone, Debug, Default)]
 pub struct GroupLog {
     pub spans: VecDeque<Span>,
     /// Entries at or below this index are gone (0: nothing compacted).
     pub compacted: LogIndex,
+    /// The segment of the record that set `compacted`.
     pub compact_segment: Option<SegmentSeq>,
     pub hard_state: Option<(HardState, SegmentSeq)>,
+}
+
+/// Entries a group's log lacks: neither held nor compacted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogGap {
+    pub group: GroupId,
+    /// The first missing index.
+    pub missing_from: LogIndex,
+    /// The span after the missing entries.
+    pub next: Span,
 }
 
 impl GroupLog {
@@ -64,14 +82,28 @@ impl GroupLog {
         self.spans.iter().map(|s| u64::from(s.count)).sum()
     }
 
-    /// Oldest segment this group needs kept.
+    /// Oldest segment this group needs kept: every span counts, since after
+    /// a rewrite the spans are not in segment order.
     pub fn oldest_segment(&self) -> Option<SegmentSeq> {
-        let spans = self.spans.front().map(|s| s.segment);
+        let spans = self.spans.iter().map(|s| s.segment).min();
         let hard = self.hard_state.map(|(_, s)| s);
         [spans, hard, self.compact_segment]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// The first index missing between `compacted` and the last entry, with
+    /// the span after it; `None` when the log is contiguous from `compacted`.
+    pub fn first_gap(&self) -> Option<(LogIndex, Span)> {
+        let mut expected = LogIndex(self.compacted.0 + 1);
+        for span in &self.spans {
+            if span.first != expected {
+                return Some((expected, *span));
+            }
+            expected = LogIndex(span.last().0 + 1);
+        }
+        None
     }
 
     pub fn truncate(&mut self, from: LogIndex) {
@@ -87,8 +119,40 @@ impl GroupLog {
         }
     }
 
-    fn compact(&mut self, index: LogIndex) {
-        self.compacted = self.compacted.max(index);
+    /// Replaces the entries in the index range `run` covers (contiguous
+    /// spans, ascending) by `run`, splitting spans that reach beyond it.
+    fn replace_range(&mut self, run: Vec<Span>) {
+        let (Some(lo), Some(hi)) = (run.first().map(|s| s.first), run.last().map(Span::last))
+        else {
+            return;
+        };
+        let start = self.spans.partition_point(|s| s.last() < lo);
+        let mut rest = self.spans.split_off(start);
+        if let Some(front) = rest.front().filter(|s| s.first < lo) {
+            let mut below = *front;
+            below.count = (lo.0 - front.first.0) as u32;
+            self.spans.push_back(below);
+        }
+        while let Some(front) = rest.front_mut() {
+            if front.first > hi {
+                break;
+            }
+            if front.last() <= hi {
+                rest.pop_front();
+                continue;
+            }
+            let cut = (hi.0 + 1 - front.first.0) as u32;
+            front.first = LogIndex(hi.0 + 1);
+            front.count -= cut;
+            front.slot += cut;
+            break;
+        }
+        self.spans.extend(run);
+        self.spans.append(&mut rest);
+    }
+
+    /// Removes the entries at and below `index`, keeping `compacted`.
+    fn drop_through(&mut self, index: LogIndex) {
         while let Some(front) = self.spans.front_mut() {
             if front.last() <= index {
                 self.spans.pop_front();
@@ -104,17 +168,26 @@ impl GroupLog {
         }
     }
 
-    /// Appends one entry; an index at or below the last truncates from there,
-    /// one beyond `last + 1` restarts the log at it (after a snapshot).
+    /// Applies a compaction mark found in `segment`. A mark below the current
+    /// one changes nothing, so the record of the higher mark stays needed.
+    fn compact(&mut self, index: LogIndex, segment: SegmentSeq) {
+        if index >= self.compacted || self.compact_segment.is_none() {
+            self.compact_segment = Some(segment);
+        }
+        self.compacted = self.compacted.max(index);
+        self.drop_through(index);
+    }
+
+    /// Appends one entry; an index at or below the last truncates from there.
+    /// One beyond `last + 1` leaves a gap: `submit` lets that through only
+    /// with a compaction mark in the same record, which closes it; recovery
+    /// may meet one that a later rewrite record closes (`first_gap`).
     fn append(&mut self, index: LogIndex, term: Term, at: &SpanAt) {
-        let last = self.last_index();
-        if index <= last {
+        if index <= self.last_index() {
             self.truncate(index);
-        } else if index.0 > last.0 + 1 {
-            self.spans.clear();
         }
         if self.spans.is_empty() && index <= self.compacted {
-            self.compacted = LogIndex(index.0 - 1);
+            self.compacted = LogIndex(index.0.saturating_sub(1));
         }
         if let Some(back) = self.spans.back_mut() {
             let contiguous = back.last().0 + 1 == index.0 && back.term == term;
@@ -188,8 +261,8 @@ impl Index {
             record_bytes: u32::try_from(record_bytes).expect("records fit u32"),
             slot: 0,
         };
-        if let Some(cut) = batch.rewrite_cut_segment() {
-            return self.apply_rewrite(batch, SegmentSeq(cut), &mut at);
+        if batch.rewrite_cut_segment().is_some() {
+            return self.apply_rewrite(batch, &mut at);
         }
         for (group, from) in batch.truncations() {
             if let Some(log) = self.groups.get_mut(&group) {
@@ -201,9 +274,10 @@ impl Index {
             self.groups.entry(group).or_default().hard_state = Some((state, loc.segment));
         }
         for (group, index) in batch.compactions() {
-            let log = self.groups.entry(group).or_default();
-            log.compact(index);
-            log.compact_segment = Some(loc.segment);
+            self.groups
+                .entry(group)
+                .or_default()
+                .compact(index, loc.segment);
         }
         for group in batch.removals() {
             self.groups.remove(&group);
@@ -228,11 +302,13 @@ impl Index {
         }
     }
 
-    /// A rewrite holds, for each of its groups, everything that group kept in
-    /// segments `<= cut` when the rewrite was built; no record between then
-    /// and this one touched those groups (see `gc`). So it replaces that part
-    /// whole, whether or not the old segments still exist.
-    fn apply_rewrite(&mut self, batch: &ArchivedBatch, cut: SegmentSeq, at: &mut SpanAt) {
+    /// A rewrite holds, for each of its groups, copies of (some of) the
+    /// entries it kept in segments `<= cut`, and its hard state and
+    /// compaction mark if their records lay there, all as they were when the
+    /// rewrite was built; no record between then and this one touched those
+    /// groups (see `gc`). So it replaces exactly what it copies, whether or
+    /// not the old segments still exist.
+    fn apply_rewrite(&mut self, batch: &ArchivedBatch, at: &mut SpanAt) {
         let mut slot = 0;
         let n = batch.entry_count();
         while slot < n {
@@ -241,25 +317,50 @@ impl Index {
             while slot < n && batch.entry(slot).group == group {
                 slot += 1;
             }
-            relocate(self.groups.entry(group).or_default(), batch, run_start..slot, cut, at);
+            relocate(
+                self.groups.entry(group).or_default(),
+                batch,
+                run_start..slot,
+                at,
+            );
         }
         for (group, state) in batch.hard_states() {
             self.groups.entry(group).or_default().hard_state = Some((state, at.segment));
         }
         for (group, index) in batch.compactions() {
-            let log = self.groups.entry(group).or_default();
-            log.compact(index);
-            log.compact_segment = Some(at.segment);
+            self.groups
+                .entry(group)
+                .or_default()
+                .compact(index, at.segment);
         }
+    }
+
+    /// The gap of the lowest-numbered group whose log misses entries that no
+    /// compaction mark covers. A WAL that recovery rebuilt completely has
+    /// none; one that it has means records holding live entries are gone.
+    pub fn first_gap(&self) -> Option<LogGap> {
+        self.groups
+            .iter()
+            .filter_map(|(&group, log)| {
+                let (missing_from, next) = log.first_gap()?;
+                Some(LogGap {
+                    group,
+                    missing_from,
+                    next,
+                })
+            })
+            .min_by_key(|gap| gap.group)
     }
 }
 
-/// Replaces the group's spans in segments `<= cut` by the copies in `slots`.
+/// Replaces the group's entries that `slots` holds copies of by those
+/// copies: each contiguous run of copies replaces exactly that index range,
+/// wherever the entries it replaces live (or whether they were replayed at
+/// all), and nothing else.
 fn relocate(
     log: &mut GroupLog,
     batch: &ArchivedBatch,
     slots: std::ops::Range<usize>,
-    cut: SegmentSeq,
     at: &mut SpanAt,
 ) {
     let mut fresh = GroupLog::default();
@@ -268,12 +369,81 @@ fn relocate(
         at.slot = slot as u32;
         fresh.append(e.index, e.term, at);
     }
-    let old = log.spans.iter().take_while(|s| s.segment <= cut).count();
-    log.spans.drain(..old);
-    if let (Some(copy), Some(newer)) = (fresh.spans.back(), log.spans.front()) {
-        debug_assert_eq!(copy.last().0 + 1, newer.first.0, "rewrite copies adjoin newer spans");
+    let mut copies = fresh.spans.into_iter().peekable();
+    while let Some(first) = copies.next() {
+        let mut run = vec![first];
+        while let Some(next) = copies.next_if(|s| s.first.0 == run[run.len() - 1].last().0 + 1) {
+            run.push(next);
+        }
+        log.replace_range(run);
     }
-    for span in fresh.spans.into_iter().rev() {
-        log.spans.push_front(span);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(first: u64, count: u32, segment: u64, slot: u32) -> Span {
+        Span {
+            first: LogIndex(first),
+            count,
+            slot,
+            term: Term(1),
+            segment: SegmentSeq(segment),
+            offset_bytes: 64,
+            record_bytes: 4096,
+        }
+    }
+
+    fn layout(log: &GroupLog) -> Vec<(u64, u32, u64, u32)> {
+        let spans = log.spans.iter();
+        spans
+            .map(|s| (s.first.0, s.count, s.segment.0, s.slot))
+            .collect()
+    }
+
+    /// Rewrite copies replace exactly the entries they copy, splitting the
+    /// spans around them; after that the spans are out of segment order, and
+    /// the oldest segment is the oldest of any span.
+    #[test]
+    fn copies_replace_their_range_and_every_span_counts_for_oldest_segment() {
+        let mut log = GroupLog {
+            spans: [span(1, 10, 3, 0), span(11, 10, 5, 0)].into(),
+            ..GroupLog::default()
+        };
+        log.replace_range(vec![span(4, 3, 9, 0)]);
+        log.replace_range(vec![span(9, 4, 9, 3)]);
+        let expect = [
+            (1, 3, 3, 0),
+            (4, 3, 9, 0),
+            (7, 2, 3, 6),
+            (9, 4, 9, 3),
+            (13, 8, 5, 2),
+        ];
+        assert_eq!(layout(&log), expect);
+        assert_eq!(log.first_gap(), None);
+        assert_eq!(log.oldest_segment(), Some(SegmentSeq(3)));
+        log.compact(LogIndex(8), SegmentSeq(10));
+        assert_eq!(layout(&log), [(9, 4, 9, 3), (13, 8, 5, 2)]);
+        assert_eq!(log.oldest_segment(), Some(SegmentSeq(5)));
+        // A lower mark changes nothing: the record of the higher one stays needed.
+        log.compact(LogIndex(4), SegmentSeq(11));
+        assert_eq!(
+            (log.compacted, log.compact_segment),
+            (LogIndex(8), Some(SegmentSeq(10)))
+        );
+    }
+
+    #[test]
+    fn entries_neither_held_nor_compacted_are_a_gap() {
+        let mut log = GroupLog {
+            spans: [span(1, 3, 1, 0), span(6, 2, 2, 0)].into(),
+            ..GroupLog::default()
+        };
+        assert_eq!(log.first_gap(), Some((LogIndex(4), span(6, 2, 2, 0))));
+        log.compact(LogIndex(5), SegmentSeq(2));
+        assert_eq!(log.first_gap(), None);
+        log.spans = [span(9, 1, 3, 0)].into();
+        assert_eq!(log.first_gap(), Some((LogIndex(6), span(9, 1, 3, 0))));
     }
 }

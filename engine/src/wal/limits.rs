@@ -25,6 +25,12 @@ pub const CACHE_BYTES_MAX_DEFAULT: usize = 32 << 20;
 pub const WRITES_IN_FLIGHT_MAX: usize = 2;
 /// Segments beyond which `purge` starts rewriting lagging groups forward.
 pub const SEGMENTS_SOFT_MAX_DEFAULT: usize = 8;
+/// Largest log index an entry, truncation or compaction may name. Far beyond
+/// any real log; it keeps `index + 1` and span arithmetic from overflowing.
+pub const LOG_INDEX_MAX: u64 = u64::MAX >> 1;
+/// Bytes a torn write cannot split (a disk sector): the segment header and
+/// the start of the first record share the first one.
+pub const SECTOR_BYTES: u64 = 512;
 
 const _: () = assert!(BLOCK_BYTES % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
@@ -34,6 +40,7 @@ const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % BLOCK_BYTES == 0);
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
 const _: () = assert!(WRITE_BUFFER_BYTES_MIN as u64 % BLOCK_BYTES == 0);
 const _: () = assert!(WRITE_BYTES_MAX_DEFAULT as u64 % BLOCK_BYTES == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES < SECTOR_BYTES && BLOCK_BYTES % SECTOR_BYTES == 0);
 
 /// Rounds `v` up to a multiple of `align` (a power of two).
 pub const fn align_up(v: u64, align: u64) -> u64 {

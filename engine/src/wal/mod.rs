@@ -14,6 +14,7 @@ mod gc;
 pub mod index;
 pub mod io;
 pub mod limits;
+pub mod lock;
 mod open;
 mod pipeline;
 mod read;
@@ -21,12 +22,14 @@ pub mod scan;
 pub mod sim;
 mod state;
 pub mod types;
+mod validate;
 mod writer;
 
 pub use batch::{Batch, EntryRef};
 pub use error::WalError;
 pub use gc::PurgeReport;
 pub use io::{DmaIo, SyncMode, WalIo};
+use lock::DirLock;
 pub use read::Entry;
 pub use scan::ScanError;
 pub use sim::SimIo;
@@ -47,38 +50,67 @@ pub struct GroupInfo {
 
 impl Wal<DmaIo> {
     /// Opens (or creates) the WAL in `dir` on the current glommio executor.
+    /// Holds the directory's lock (`lock::DirLock`) until `close` or until
+    /// the last handle is dropped: a second opener gets `WalError::Locked`.
     pub async fn open_dir(
         dir: impl Into<std::path::PathBuf>,
         opts: WalOptions,
     ) -> Result<Self, WalError> {
         let dir = dir.into();
-        let io = DmaIo::new(&dir, opts.sync_mode).map_err(|source| WalError::Io {
+        let creating = |source| WalError::Io {
             op: "creating",
             path: dir.clone(),
             source,
-        })?;
-        Wal::open(io, opts).await
+        };
+        std::fs::create_dir_all(&dir).map_err(creating)?;
+        // Before recovery: it truncates torn tails and deletes segments.
+        let lock = DirLock::acquire(&dir)?;
+        let io = DmaIo::new(&dir, opts.sync_mode).map_err(creating)?;
+        let wal = Wal::open(io, opts).await?;
+        *wal.inner.dir_lock.borrow_mut() = Some(lock);
+        Ok(wal)
     }
 }
 
 impl<I: WalIo> Wal<I> {
     /// Queues `batch` for the next group commit without waiting; returns its
     /// seq for `wait_durable`. Records are durable in seq order.
+    ///
+    /// Refuses (`InvalidBatch`, nothing queued) log indexes outside
+    /// `1..=LOG_INDEX_MAX` (compactions: from 0). An entry beyond its group's
+    /// `last + 1` restarts the group's log there; without a compaction mark
+    /// through the entry before it in the batch, the record gets one, so
+    /// that recovery can tell the restart from lost entries.
     pub fn submit(&self, batch: &Batch) -> Result<RecordSeq, WalError> {
         let inner = &self.inner;
         let mut st = inner.st.borrow_mut();
         if let Some(e) = &st.failed {
             return Err(WalError::Failed(e.clone()));
         }
-        if let Some(rewriting) = &mut st.rewriting {
-            for group in batch.groups_touched() {
-                if let Some(dirty) = rewriting.get_mut(&group) {
-                    *dirty = true;
-                }
-            }
+        if st.closing {
+            return Err(WalError::Closed);
         }
+        let checked = validate::check_batch(&st.tails, batch)?;
+        let with_marks;
+        let batch = if checked.implied_compactions.is_empty() {
+            batch
+        } else {
+            let mut b = batch.clone();
+            for &(group, index) in &checked.implied_compactions {
+                tracing::warn!(%group, %index, "log jumps past its end: recording a compaction mark");
+                b.compact(group, index);
+            }
+            with_marks = b;
+            &with_marks
+        };
         let synced = st.durable_seq;
         let seq = st.writer.encode(batch, synced, |len| inner.io.alloc(len))?;
+        checked.commit(&mut st.tails);
+        if let Some(rewriting) = &mut st.rewriting {
+            for group in batch.groups_touched() {
+                rewriting.insert(group, true);
+            }
+        }
         st.stats.records += 1;
         drop(st);
         inner.writer_wake.notify();
@@ -152,7 +184,8 @@ impl<I: WalIo> Wal<I> {
         self.inner.st.borrow().durable_seq
     }
 
-    /// Waits for everything submitted, then stops the pipeline's tasks.
+    /// Waits for everything submitted, then stops the pipeline's tasks and
+    /// releases the directory lock. Every handle refuses batches afterwards.
     pub async fn close(self) -> Result<(), WalError> {
         let last = RecordSeq(self.inner.st.borrow().writer.next_seq().0 - 1);
         let flushed = self.inner.wait_durable(last).await;
@@ -168,6 +201,7 @@ impl<I: WalIo> Wal<I> {
         for task in tasks {
             task.await;
         }
+        self.inner.dir_lock.borrow_mut().take();
         flushed
     }
 }

@@ -12,9 +12,10 @@ use super::index::Index;
 use super::io::{IoBuf, WalIo};
 use super::limits::{align_down, align_up, BLOCK_BYTES};
 use super::pipeline;
-use super::scan::{scan_wal, ScanReport};
+use super::scan::{scan_wal, ScanError, ScanReport};
 use super::state::{Inner, Signal, State, Wal, WalOptions, WalStats};
-use super::types::{RecordLoc, RecordSeq, SegmentSeq};
+use super::types::{LogIndex, RecordLoc, RecordSeq, SegmentSeq};
+use super::validate;
 use super::writer::{Head, Writer};
 
 impl<I: WalIo> Wal<I> {
@@ -31,6 +32,7 @@ impl<I: WalIo> Wal<I> {
             index.apply(batch, loc, record.header.total_len());
             Ok(())
         })?;
+        check_complete(&io, &index)?;
         for &segment in &report.unused {
             let path = io.path(segment);
             io.remove(segment).await.map_err(|source| WalError::Io {
@@ -47,6 +49,7 @@ impl<I: WalIo> Wal<I> {
             next_seq = report.next_seq.0,
             "WAL recovered"
         );
+        let tails = validate::tails_of(&index);
         let st = State {
             writer: Writer::new(
                 opts.segment_size_bytes,
@@ -65,6 +68,7 @@ impl<I: WalIo> Wal<I> {
             stats: WalStats::default(),
             durable_wakers: Vec::new(),
             rewriting: None,
+            tails,
         };
         let inner = Rc::new(Inner {
             io,
@@ -75,10 +79,44 @@ impl<I: WalIo> Wal<I> {
             preparer_wake: Signal::default(),
             prepared: Signal::default(),
             tasks: RefCell::new(Vec::new()),
+            dir_lock: RefCell::new(None),
         });
         pipeline::spawn(&inner);
-        Ok(Wal { inner })
+        Ok(Wal::from_inner(inner))
     }
+}
+
+/// Refuses a WAL in which a group's log misses entries that no compaction
+/// mark covers: the records holding them are gone (a deleted segment), so
+/// starting would silently lose entries the log had acknowledged.
+fn check_complete<I: WalIo>(io: &I, index: &Index) -> Result<(), ScanError> {
+    let Some(gap) = index.first_gap() else {
+        return Ok(());
+    };
+    let (group, next) = (gap.group, gap.next);
+    let compacted = index.groups[&group].compacted;
+    let what = if next.first > gap.missing_from {
+        format!(
+            "group {group}: entry {} follows {} but entries {}..={} are neither held nor \
+             compacted (compaction mark {compacted}): records holding them are missing",
+            next.first,
+            LogIndex(gap.missing_from.0 - 1),
+            gap.missing_from,
+            LogIndex(next.first.0 - 1),
+        )
+    } else {
+        format!(
+            "group {group}: entry {} lies at or below {}, where the log already is \
+             (compaction mark {compacted})",
+            next.first,
+            LogIndex(gap.missing_from.0 - 1),
+        )
+    };
+    Err(ScanError::Corrupt {
+        path: io.path(next.segment),
+        offset_bytes: u64::from(next.offset_bytes),
+        what,
+    })
 }
 
 /// Where writing resumes: the block holding the log's end, carrying the

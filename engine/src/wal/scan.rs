@@ -11,7 +11,7 @@ use rkyv::util::AlignedVec;
 use super::batch::ArchivedBatch;
 use super::format::{parse_segment_file_name, record_at, segment_file_name, Record, RecordDefect};
 use super::format::{SegmentHeader, SegmentHeaderDefect};
-use super::limits::{align_up, BLOCK_BYTES, SEGMENT_HEADER_BYTES};
+use super::limits::{align_up, BLOCK_BYTES, SECTOR_BYTES, SEGMENT_HEADER_BYTES};
 use super::types::{RecordSeq, SegmentSeq};
 
 /// A segment image in memory, aligned so archived batches can be read in place.
@@ -149,8 +149,8 @@ where
         let header = match SegmentHeader::decode(&image) {
             Ok(h) => h,
             Err(defect) => {
+                check_unused(&path, defect, &image, report.next_seq)?;
                 report.unused.push(segment);
-                note_unused(&path, defect)?;
                 continue;
             }
         };
@@ -198,12 +198,46 @@ fn sorted_contiguous<S: SegmentSource>(src: &S) -> Result<Vec<SegmentSeq>, ScanE
     Ok(segments)
 }
 
-fn note_unused(path: &Path, defect: SegmentHeaderDefect) -> Result<(), ScanError> {
-    match defect {
-        // An unwritten header: a preallocated segment, or one whose first write tore.
-        SegmentHeaderDefect::Magic | SegmentHeaderDefect::Crc => Ok(()),
-        SegmentHeaderDefect::Version(_) => Err(corrupt(path, 0, defect.to_string())),
+/// A segment without a valid header is unused only if its header was never
+/// written: the segment is blank (preallocated), or the write that carried
+/// the header tore before reaching the disk, leaving only later blocks of it
+/// (never acknowledged). A header that is not all zeros, or bytes beside it in
+/// its sector (which a torn write cannot split from it), mean the header was
+/// written and is damaged; so does a record after it that saw `expected`, the
+/// segment's first record, durable. Deleting such a segment would drop
+/// acknowledged records, so recovery refuses it.
+fn check_unused(
+    path: &Path,
+    defect: SegmentHeaderDefect,
+    image: &[u8],
+    expected: RecordSeq,
+) -> Result<(), ScanError> {
+    if let SegmentHeaderDefect::Version(_) = defect {
+        return Err(corrupt(path, 0, defect.to_string()));
     }
+    let sector = &image[..image.len().min(SECTOR_BYTES as usize)];
+    if let Some(at) = sector.iter().position(|&b| b != 0) {
+        let what = format!(
+            "{defect}, but the segment was written (non-zero byte at offset {at}): \
+             its header is damaged and its records cannot be trusted or dropped"
+        );
+        return Err(corrupt(path, 0, what));
+    }
+    let mut block = BLOCK_BYTES;
+    while block < image.len() as u64 {
+        if let Ok(record) = record_at(image, block) {
+            if record.header.synced_seq >= expected {
+                let what = format!(
+                    "{defect}, but record {} at offset {block} was written after record \
+                     {expected}, the segment's first, was durable: the header is damaged",
+                    record.header.seq
+                );
+                return Err(corrupt(path, 0, what));
+            }
+        }
+        block += BLOCK_BYTES;
+    }
+    Ok(())
 }
 
 fn check_header(
@@ -268,10 +302,16 @@ where
                 record.header.seq
             ));
         }
-        let batch = match record.batch() {
-            Ok(b) => b,
-            Err(defect) => break Some(RecordDefect::Body(defect).to_string()),
-        };
+        // The CRC matched, so these bytes were written as they are: a body
+        // that does not validate is not a torn write but corruption.
+        let batch = record.batch().map_err(|defect| {
+            let what = format!(
+                "record {}: {}",
+                record.header.seq,
+                RecordDefect::Body(defect)
+            );
+            corrupt(path, offset, what)
+        })?;
         visit(segment, &record, batch)?;
         records += 1;
         expected = expected.next();

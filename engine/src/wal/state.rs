@@ -17,7 +17,9 @@ use super::limits::{
 use super::limits::{
     CACHE_BYTES_MAX_DEFAULT, SEGMENTS_SOFT_MAX_DEFAULT, SEGMENT_SIZE_BYTES_DEFAULT,
 };
+use super::lock::DirLock;
 use super::types::{RecordSeq, SegmentSeq};
+use super::validate::Tails;
 use super::writer::{Sealed, Writer};
 
 /// How a WAL is laid out and paced.
@@ -105,9 +107,12 @@ pub(super) struct State<B> {
     pub closing: bool,
     pub stats: WalStats,
     pub durable_wakers: Vec<Waker>,
-    /// While a rewrite is built: its groups, and whether a batch submitted
-    /// since touched them (then their copies are stale and left out).
+    /// While a rewrite is built: the groups it copies (false) and the groups
+    /// a batch submitted since it began touched (true: their copies would be
+    /// stale, so they are left out).
     pub rewriting: Option<super::index::GroupMap<bool>>,
+    /// Each group's log as every submitted batch leaves it (`validate`).
+    pub tails: Tails,
 }
 
 pub(super) struct Inner<I: WalIo> {
@@ -119,18 +124,51 @@ pub(super) struct Inner<I: WalIo> {
     pub preparer_wake: Signal,
     pub prepared: Signal,
     pub tasks: RefCell<Vec<glommio::Task<()>>>,
+    /// The directory lock of a WAL opened with `open_dir`: held until
+    /// `close` is done or the last handle is dropped.
+    pub dir_lock: RefCell<Option<DirLock>>,
 }
 
 /// A per-core write-ahead log shared by all the groups of the core.
 pub struct Wal<I: WalIo = super::io::DmaIo> {
     pub(super) inner: Rc<Inner<I>>,
+    /// Shared by the handles only: the pipeline's tasks keep `inner` alive
+    /// (and would keep the directory locked) for as long as they run.
+    handles: Rc<Handles<I>>,
+}
+
+impl<I: WalIo> Wal<I> {
+    pub(super) fn from_inner(inner: Rc<Inner<I>>) -> Wal<I> {
+        let handles = Rc::new(Handles(inner.clone()));
+        Wal { inner, handles }
+    }
 }
 
 impl<I: WalIo> Clone for Wal<I> {
     fn clone(&self) -> Self {
         Wal {
             inner: self.inner.clone(),
+            handles: self.handles.clone(),
         }
+    }
+}
+
+/// Dropped with the last `Wal` handle. Without `close`, that is a crash as
+/// far as the log is concerned: nothing more is written (records not yet
+/// durable may or may not be), the pipeline's tasks are cancelled, and the
+/// directory lock is released so the WAL can be opened again at once.
+struct Handles<I: WalIo>(Rc<Inner<I>>);
+
+impl<I: WalIo> Drop for Handles<I> {
+    fn drop(&mut self) {
+        let inner = &self.0;
+        inner.st.borrow_mut().closing = true;
+        let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
+        // Dropping a task handle cancels the task, and with it the future
+        // holding `inner`.
+        drop(tasks);
+        let lock = inner.dir_lock.borrow_mut().take();
+        drop(lock);
     }
 }
 

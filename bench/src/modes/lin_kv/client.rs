@@ -23,9 +23,9 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Which client issues the operations (`--client`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientKind {
-    /// Never resends a write that may have reached a server: exact histories.
+    // Never resends a write that may have reached a server: exact histories.
     SingleAttempt,
-    /// `engine::client::Client`, the product's client (retries ambiguous writes).
+    // `engine::client::Client`, the product's client (retries ambiguous writes).
     Engine,
 }
 

@@ -1,0 +1,142 @@
+//! Checking a batch at `submit`, before it can reach the disk: log indexes
+//! no log can hold are refused, and so are entries at or below their group's
+//! compaction mark; a group's log that would jump past its last entry gets
+//! the compaction mark that makes the jump explicit. Recovery
+//! treats a log with entries neither held nor compacted as corruption, so a
+//! batch must never leave one behind.
+//!
+//! The check runs against each group's log as every batch submitted so far
+//! leaves it (`Tail`), not the index, which only knows durable records.
+
+use super::batch::{Batch, BatchDefect};
+use super::error::WalError;
+use super::index::{GroupMap, Index};
+use super::types::{GroupId, LogIndex};
+
+/// Where a group's log stands once every submitted batch is applied.
+/// Invariant: `compacted <= last`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Tail {
+    pub last: LogIndex,
+    pub compacted: LogIndex,
+}
+
+/// The tails of every group a submitted batch left behind.
+pub(super) type Tails = GroupMap<Tail>;
+
+/// The tails of the groups of a recovered index.
+pub(super) fn tails_of(index: &Index) -> Tails {
+    index
+        .groups
+        .iter()
+        .map(|(&group, log)| {
+            let tail = Tail {
+                last: log.last_index(),
+                compacted: log.compacted,
+            };
+            (group, tail)
+        })
+        .collect()
+}
+
+/// What a checked batch changes: the new tails (`None`: group removed), and
+/// the compaction marks to add to the batch before it is encoded.
+pub(super) struct Checked {
+    pub tails: GroupMap<Option<Tail>>,
+    pub implied_compactions: Vec<(GroupId, LogIndex)>,
+}
+
+impl Checked {
+    pub fn commit(self, tails: &mut Tails) {
+        for (group, tail) in self.tails {
+            match tail {
+                Some(t) => tails.insert(group, t),
+                None => tails.remove(&group),
+            };
+        }
+    }
+}
+
+/// Applies `batch` to `tails` in the order the index applies it (truncations,
+/// entries, hard states, compactions, removals) without changing them.
+///
+/// An entry beyond `last + 1` restarts the group's log there (a snapshot
+/// covers what comes before). Unless the batch compacts through the entry
+/// before it, the compaction mark is implied and returned, so that the jump
+/// is recorded; an entry of the same batch at or below an implied mark is
+/// refused, since the mark (applied after the entries) would discard it.
+pub(super) fn check_batch(tails: &Tails, batch: &Batch) -> Result<Checked, WalError> {
+    let invalid = |group: GroupId, what: String| WalError::InvalidBatch { group, what };
+    if let Err(defect) = batch.check() {
+        let BatchDefect::LogIndex { group, .. } = defect else {
+            unreachable!("Batch::check reports log indexes only: {defect}");
+        };
+        return Err(invalid(GroupId(group), defect.to_string()));
+    }
+    let mut out = Checked {
+        tails: GroupMap::default(),
+        implied_compactions: Vec::new(),
+    };
+    if batch.is_rewrite() {
+        return Ok(out); // Copies: they change no log.
+    }
+    let current = |out: &Checked, group: GroupId| match out.tails.get(&group) {
+        Some(t) => *t,
+        None => tails.get(&group).copied(),
+    };
+    for (group, from) in batch.truncations() {
+        if let Some(mut t) = current(&out, group) {
+            t.last = t.compacted.max(t.last.min(LogIndex(from.0 - 1)));
+            out.tails.insert(group, Some(t));
+        }
+    }
+    for e in batch.entries() {
+        let (group, index) = (e.group, e.index);
+        let mut t = current(&out, group).unwrap_or_default();
+        let implied = out
+            .implied_compactions
+            .iter()
+            .rev()
+            .find(|(g, _)| *g == group);
+        if let Some(&(_, mark)) = implied.filter(|(_, mark)| index <= *mark) {
+            let what = format!(
+                "entry {index} lies at or below {mark}, where an earlier entry of the batch restarted the log"
+            );
+            return Err(invalid(group, what));
+        }
+        if index <= t.compacted {
+            // It would lower the mark, which a compaction record (applied
+            // with `max`) in a later rewrite could not restore.
+            let what = format!(
+                "entry {index} lies at or below the compaction mark {}",
+                t.compacted
+            );
+            return Err(invalid(group, what));
+        }
+        if index.0 > t.last.0 + 1 {
+            let covered = batch
+                .compactions()
+                .any(|(g, c)| g == group && c.0 + 1 >= index.0);
+            if !covered {
+                out.implied_compactions.push((group, LogIndex(index.0 - 1)));
+            }
+        }
+        t.last = index;
+        out.tails.insert(group, Some(t));
+    }
+    for group in batch.hard_state_groups() {
+        let t = current(&out, group).unwrap_or_default();
+        out.tails.insert(group, Some(t));
+    }
+    let implied = out.implied_compactions.clone();
+    for (group, index) in batch.compactions().chain(implied) {
+        let mut t = current(&out, group).unwrap_or_default();
+        t.compacted = t.compacted.max(index);
+        t.last = t.last.max(t.compacted);
+        out.tails.insert(group, Some(t));
+    }
+    for group in batch.removals() {
+        out.tails.insert(group, None);
+    }
+    Ok(out)
+}
