@@ -113,10 +113,10 @@ impl Shard {
     pub async fn open(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>) -> anyhow::Result<Shard> {
         let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
         let sync_mode = if cfg.sync { wal::SyncMode::Fdatasync } else { wal::SyncMode::NoSync };
-        // Rewriting lagging groups forward is off until the index tracks
-        // rewritten spans correctly (engine/tests/wal_crash.rs has the
-        // ignored repro): purge then only deletes segments every group has
-        // compacted past, and a lagging group pins disk space.
+        // Rewriting lagging groups forward stays off in the node until it has
+        // run under a cluster test (the WAL's own crash test now runs purge
+        // with rewrites): purge only deletes segments every group has
+        // compacted past, so a lagging group pins disk space.
         let opts = wal::WalOptions { sync_mode, segments_soft_max: usize::MAX, ..Default::default() };
         let wal = Wal::open_dir(dir.join("wal"), opts).await.map_err(wal_error)?;
         let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
