@@ -57,7 +57,7 @@ impl TestCluster {
                 cores,
                 groups,
                 cluster_id: 7,
-                tick_ms: 20,
+                tick_ms: 50,
                 sync: true,
                 pin_cores: false,
                 compact_every_entries: 64,
