@@ -57,6 +57,9 @@ struct Shared {
     measure_until_ns: AtomicU64,
     /// Group → node believed to lead it (0: unknown).
     leaders: Vec<AtomicU64>,
+    /// Nodes a worker could not reach on its last try: a hint naming one of
+    /// them is stale, so its groups are tried elsewhere.
+    down: std::sync::Mutex<std::collections::HashSet<u64>>,
     progress: Progress,
 }
 
@@ -103,6 +106,7 @@ impl Load {
             measure_from_ns: AtomicU64::new(u64::MAX),
             measure_until_ns: AtomicU64::new(u64::MAX),
             leaders: (0..=shape.groups).map(|_| AtomicU64::new(0)).collect(),
+            down: std::sync::Mutex::new(std::collections::HashSet::new()),
             progress,
         });
         let targets: Vec<(u64, u32, std::net::SocketAddr)> = map.nodes.iter().flat_map(|(&node, addrs)| addrs.iter().enumerate().map(move |(core, &a)| (node, core as u32, a))).collect();
@@ -216,9 +220,13 @@ impl Worker {
             let c = match conn.as_mut() {
                 Some(c) => c,
                 None => match Connection::connect(self.addr, self.shape.request_timeout) {
-                    Ok(c) => conn.insert(c),
+                    Ok(c) => {
+                        self.shared.down.lock().expect("not poisoned").remove(&self.node);
+                        conn.insert(c)
+                    }
                     Err(_) if stopping => break,
                     Err(_) => {
+                        self.shared.down.lock().expect("not poisoned").insert(self.node);
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
                     }
@@ -227,7 +235,11 @@ impl Worker {
             if refreshed.elapsed() >= REFRESH_EVERY {
                 refreshed = Instant::now();
                 candidates.clear();
-                candidates.extend(mine.iter().copied().filter(|&g| matches!(self.shared.leaders[g as usize].load(Ordering::Relaxed), 0) || self.shared.leaders[g as usize].load(Ordering::Relaxed) == self.node));
+                let down = self.shared.down.lock().expect("not poisoned").clone();
+                candidates.extend(mine.iter().copied().filter(|&g| {
+                    let leader = self.shared.leaders[g as usize].load(Ordering::Relaxed);
+                    leader == 0 || leader == self.node || down.contains(&leader)
+                }));
             }
             if !stopping {
                 while pending.len() < self.window && !candidates.is_empty() {
