@@ -218,23 +218,27 @@ impl Client {
         self.on_every_node(group, Op::DeleteGroup)
     }
 
+    /// Sends one request to `node`'s `core` and waits for its reply
+    /// (replies to other ids on that connection are stale and skipped).
+    fn round_trip(&mut self, node: u64, core: u32, group: u64, op: Op) -> Result<Reply, ConnectionError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let c = self.connection(node, core)?;
+        c.queue(&Request { id, group, op });
+        c.flush()?;
+        loop {
+            let resp = c.recv()?;
+            if resp.id == id {
+                return Ok(resp.reply);
+            }
+        }
+    }
+
     fn on_every_node(&mut self, group: u64, op: Op) -> Outcome {
         let core = core_of(group, self.map.cores());
         let nodes: Vec<u64> = self.map.nodes.keys().copied().collect();
         for node in nodes {
-            let id = self.next_id;
-            self.next_id += 1;
-            let req = Request { id, group, op: op.clone() };
-            let reply = self.connection(node, core).and_then(|c| {
-                c.queue(&req);
-                c.flush()?;
-                loop {
-                    let resp = c.recv()?;
-                    if resp.id == id {
-                        return Ok(resp.reply);
-                    }
-                }
-            });
+            let reply = self.round_trip(node, core, group, op.clone());
             match reply {
                 Ok(Reply::Done) => {}
                 Ok(other) => return Outcome::Failed(format!("node {node}: {other:?}")),
@@ -280,19 +284,7 @@ impl Client {
         let write = op.is_write();
         while started.elapsed() < self.opts.deadline {
             let node = self.pick_node(group);
-            let id = self.next_id;
-            self.next_id += 1;
-            let req = Request { id, group, op: op.clone() };
-            let attempt = self.connection(node, core).and_then(|c| {
-                c.queue(&req);
-                c.flush()?;
-                loop {
-                    let resp = c.recv()?;
-                    if resp.id == id {
-                        return Ok(resp.reply);
-                    }
-                }
-            });
+            let attempt = self.round_trip(node, core, group, op.clone());
             let reply = match attempt {
                 Ok(r) => r,
                 Err(e) => {
