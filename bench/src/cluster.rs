@@ -81,21 +81,7 @@ impl Embedded {
 
     /// Counters summed over every node.
     pub fn metrics(&self) -> MetricsSnapshot {
-        let mut total = MetricsSnapshot::default();
-        for &id in self.configs.keys() {
-            let m = self.cluster.metrics(id);
-            total.wal_syncs += m.wal_syncs;
-            total.wal_entries += m.wal_entries;
-            total.wal_records += m.wal_records;
-            total.frames_sent += m.frames_sent;
-            total.heartbeat_frames += m.heartbeat_frames;
-            total.messages_sent += m.messages_sent;
-            total.leaders += m.leaders;
-            total.quiesced_groups += m.quiesced_groups;
-            total.snapshots += m.snapshots;
-            total.leader_stepdowns += m.leader_stepdowns;
-        }
-        total
+        self.cluster.metrics_all()
     }
 }
 

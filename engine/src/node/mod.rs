@@ -124,6 +124,11 @@ impl Cluster {
         self.client_addrs.iter().find(|(n, _)| *n == node).map(|(_, a)| a.clone()).unwrap_or_default()
     }
 
+    /// Counters summed over every node this cluster runs.
+    pub fn metrics_all(&self) -> MetricsSnapshot {
+        MetricsSnapshot::sum(self.shards.iter().map(|s| &*s.metrics))
+    }
+
     pub fn metrics(&self, node: u64) -> MetricsSnapshot {
         MetricsSnapshot::sum(self.shards.iter().filter(|s| s.node == node).map(|s| &*s.metrics))
     }
