@@ -8,6 +8,7 @@ pub mod forward;
 pub mod group;
 pub mod id_map;
 pub mod metrics;
+mod recover;
 pub mod shard;
 pub mod snapshot_file;
 

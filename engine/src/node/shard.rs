@@ -12,13 +12,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use raftcore::{Config, ConfState, EntryKind, Message, MemStorage, NodeId, RawNode, Ready, Storage};
+use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, Storage};
 
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, ReadOp, Responder};
 use super::id_map::IdMap;
 use super::metrics::CoreMetrics;
+use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
 use super::NodeConfig;
 use crate::client::proto::{Consistency, Op, Reply, Request};
@@ -140,11 +140,8 @@ impl Shard {
             std::fs::write(&initialized, b"groups created\n")?;
             std::fs::File::open(&dir)?.sync_all()?;
         }
-        let mut groups = IdMap::default();
-        for group in ids.into_iter().filter(|&g| cfg.core_of(g) == core) {
-            let g = recover_group(&wal, &snapshots, group, &voters, raft_cfg.clone()).await?;
-            groups.insert(group, g);
-        }
+        let mine = ids.into_iter().filter(|&g| cfg.core_of(g) == core);
+        let groups = recover_groups(&wal, &snapshots, mine, &voters, raft_cfg.clone()).await?;
         Ok(Shard {
             node: cfg.node_id,
             core,
@@ -527,52 +524,6 @@ fn read(g: &mut Group, op: ReadOp, consistency: Consistency, respond: Responder)
 fn bootstrap_hard_state(voters: &[NodeId]) -> wal::HardState {
     let hs = MemStorage::new(ConfState { voters: voters.to_vec(), ..Default::default() }).hard_state();
     wal::HardState { term: wal::Term(hs.term.0), vote: hs.vote.0, commit: wal::LogIndex(hs.commit.0) }
-}
-
-/// Rebuilds one group from its snapshot file and its WAL entries.
-async fn recover_group(wal: &Wal<DmaIo>, snapshots: &SnapshotDir, group: u64, voters: &[NodeId], cfg: Arc<Config>) -> anyhow::Result<Group> {
-    let mut sm = KvStore::new();
-    let mut storage = match snapshots.load(group)? {
-        Some(s) => {
-            sm.restore(&s.data).map_err(|e| anyhow::anyhow!("group {group}: snapshot does not restore: {e}"))?;
-            let mut storage = MemStorage::default();
-            storage.apply_snapshot(s);
-            storage
-        }
-        None => MemStorage::new(ConfState { voters: voters.to_vec(), ..Default::default() }),
-    };
-    let base = storage.last_index();
-    if let Some(info) = wal.group(wal::GroupId(group)) {
-        let lo = info.first_index.0.max(base.0 + 1);
-        if info.last_index.0 >= lo {
-            anyhow::ensure!(
-                info.first_index.0 <= base.0 + 1,
-                "group {group}: the WAL starts at entry {} but the snapshot ends at {}: entries are missing",
-                info.first_index.0,
-                base.0
-            );
-            let entries = wal.entries(wal::GroupId(group), wal::LogIndex(lo), wal::LogIndex(info.last_index.0 + 1)).await.map_err(wal_error)?;
-            let entries: Vec<raftcore::Entry> = entries.into_iter().map(|e| from_wal(group, e)).collect::<anyhow::Result<_>>()?;
-            storage.append_owned(entries);
-        }
-        if let Some(hs) = info.hard_state {
-            let commit = raftcore::LogIndex(hs.commit.0).max(base).min(storage.last_index());
-            storage.set_hard_state(raftcore::HardState { term: raftcore::Term(hs.term.0), vote: NodeId(hs.vote), commit });
-        }
-    }
-    sm.set_applied(storage.first_index().prev());
-    let raw = RawNode::new_shared(cfg, group, storage)?;
-    Ok(Group::new(group, raw, sm))
-}
-
-/// A WAL entry back into a raftcore entry: the first payload byte is the kind.
-fn from_wal(group: u64, e: wal::Entry) -> anyhow::Result<raftcore::Entry> {
-    let payload = Bytes::from(e.payload);
-    let kind = payload.first().and_then(|&b| EntryKind::from_u8(b));
-    let Some(kind) = kind else {
-        anyhow::bail!("group {group}: WAL entry {} has no valid kind byte", e.index.0);
-    };
-    Ok(raftcore::Entry { term: raftcore::Term(e.term.0), index: raftcore::LogIndex(e.index.0), kind, data: payload.slice(1..) })
 }
 
 /// WAL errors may share an `Rc`; keep their message for `anyhow`.

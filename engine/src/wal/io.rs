@@ -159,6 +159,9 @@ impl SegmentSource for DmaIo {
     fn path(&self, segment: SegmentSeq) -> PathBuf {
         self.dir.dir.join(segment_file_name(segment))
     }
+    fn prefetch(&self, segment: SegmentSeq) {
+        self.dir.prefetch(segment)
+    }
 }
 
 impl WalIo for DmaIo {

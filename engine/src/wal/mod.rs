@@ -18,6 +18,7 @@ pub mod lock;
 mod open;
 mod pipeline;
 mod read;
+mod replay;
 pub mod scan;
 pub mod sim;
 mod state;

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::batch::EntryRef;
+use super::batch::{ArchivedBatch, EntryRef};
 use super::error::WalError;
 use super::format::record_at;
 use super::index::Span;
@@ -37,6 +37,58 @@ impl<I: WalIo> RecordBytes<I> {
     }
 }
 
+/// The error for a record or slot that does not hold what the index says.
+pub(super) fn corrupt_at(span: &Span, what: String) -> WalError {
+    WalError::CorruptRead {
+        segment: span.segment,
+        offset_bytes: u64::from(span.offset_bytes),
+        what,
+    }
+}
+
+/// The batch of the record `span` points at, which starts at `at` in
+/// `image`, after checking its CRC and archive.
+pub(super) fn checked_batch<'a>(
+    image: &'a [u8],
+    at: usize,
+    span: &Span,
+) -> Result<&'a ArchivedBatch, WalError> {
+    let record = record_at(image, at as u64).map_err(|e| corrupt_at(span, e.to_string()))?;
+    record.batch().map_err(|e| corrupt_at(span, e.to_string()))
+}
+
+/// Calls `visit` with the entries of `group`'s `span` in `lo..hi`, checking
+/// that each slot holds the group and index the index expects.
+pub(super) fn visit_span<F>(
+    batch: &ArchivedBatch,
+    group: GroupId,
+    span: &Span,
+    lo: LogIndex,
+    hi: LogIndex,
+    visit: &mut F,
+) -> Result<(), WalError>
+where
+    F: FnMut(EntryRef<'_>),
+{
+    let from = span.first.max(lo);
+    let to = LogIndex(span.last().0.min(hi.0 - 1));
+    for index in from.0..=to.0 {
+        let slot = (span.slot as u64 + index - span.first.0) as usize;
+        if slot >= batch.entry_count() {
+            return Err(corrupt_at(span, format!("slot {slot} beyond the batch")));
+        }
+        let entry = batch.entry(slot);
+        if entry.group != group || entry.index.0 != index {
+            return Err(corrupt_at(
+                span,
+                format!("slot {slot} holds {}/{}", entry.group, entry.index),
+            ));
+        }
+        visit(entry);
+    }
+    Ok(())
+}
+
 impl<I: WalIo> Wal<I> {
     /// Calls `visit` with each entry of `group` in `lo..hi`, in order.
     pub async fn read_entries<F>(
@@ -55,29 +107,8 @@ impl<I: WalIo> Wal<I> {
         for span in self.spans_covering(group, lo, hi)? {
             let bytes = self.record_bytes(&span).await?;
             let (image, at) = bytes.image();
-            let corrupt = |what: String| WalError::CorruptRead {
-                segment: span.segment,
-                offset_bytes: u64::from(span.offset_bytes),
-                what,
-            };
-            let record = record_at(image, at as u64).map_err(|e| corrupt(e.to_string()))?;
-            let batch = record.batch().map_err(|e| corrupt(e.to_string()))?;
-            let from = span.first.max(lo);
-            let to = LogIndex(span.last().0.min(hi.0 - 1));
-            for index in from.0..=to.0 {
-                let slot = (span.slot as u64 + index - span.first.0) as usize;
-                if slot >= batch.entry_count() {
-                    return Err(corrupt(format!("slot {slot} beyond the batch")));
-                }
-                let entry = batch.entry(slot);
-                if entry.group != group || entry.index.0 != index {
-                    return Err(corrupt(format!(
-                        "slot {slot} holds {}/{}",
-                        entry.group, entry.index
-                    )));
-                }
-                visit(entry);
-            }
+            let batch = checked_batch(image, at, &span)?;
+            visit_span(batch, group, &span, lo, hi, &mut visit)?;
         }
         Ok(())
     }

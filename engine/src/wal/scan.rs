@@ -25,6 +25,8 @@ pub trait SegmentSource {
     fn read(&self, segment: SegmentSeq, image: &mut Image) -> io::Result<()>;
     /// The path to name in errors.
     fn path(&self, segment: SegmentSeq) -> PathBuf;
+    /// A hint that `segment` will be read soon: start fetching it now.
+    fn prefetch(&self, _segment: SegmentSeq) {}
 }
 
 /// Segments in a directory, read with plain buffered reads: never writes,
@@ -49,8 +51,11 @@ impl SegmentSource for DirSource {
         use std::io::Read;
         let mut file = std::fs::File::open(self.path(segment))?;
         let len = file.metadata()?.len() as usize;
-        image.clear();
-        image.resize(len, 0);
+        if image.len() != len {
+            // Segments share one size: after the first, no zero-filling.
+            image.clear();
+            image.resize(len, 0);
+        }
         let mut filled = 0;
         while filled < len {
             let n = file.read(&mut image[filled..])?;
@@ -65,6 +70,16 @@ impl SegmentSource for DirSource {
 
     fn path(&self, segment: SegmentSeq) -> PathBuf {
         self.dir.join(segment_file_name(segment))
+    }
+
+    fn prefetch(&self, segment: SegmentSeq) {
+        use std::os::fd::AsRawFd;
+        if let Ok(file) = std::fs::File::open(self.path(segment)) {
+            // Only a hint: the kernel reads the file into the page cache in
+            // the background; failure just means no head start.
+            // SAFETY: plain syscall on a descriptor we own for its duration.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        }
     }
 }
 
@@ -124,6 +139,10 @@ pub struct ScanReport {
     pub tail_block: Vec<u8>,
 }
 
+/// Segments asked for ahead of the one being scanned: reading several at
+/// once is what lets a virtio disk reach its bandwidth.
+const PREFETCH_SEGMENTS: usize = 4;
+
 /// Calls `visit` for every valid record of the WAL, in order, after checking
 /// its CRC, sequence and archive. Stops the log at a torn tail of the last
 /// used segment; any other defect is a `ScanError` naming file and offset.
@@ -139,7 +158,15 @@ where
     };
     let mut image = Image::new();
     let mut last_image = Image::new();
-    for &segment in &segments {
+    for (i, &segment) in segments.iter().enumerate() {
+        if i == 0 {
+            for &ahead in segments.iter().take(PREFETCH_SEGMENTS) {
+                src.prefetch(ahead);
+            }
+        }
+        if let Some(&ahead) = segments.get(i + PREFETCH_SEGMENTS) {
+            src.prefetch(ahead);
+        }
         let path = src.path(segment);
         src.read(segment, &mut image)
             .map_err(|source| ScanError::Io {

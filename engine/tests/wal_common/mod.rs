@@ -80,8 +80,43 @@ impl Model {
     }
 }
 
-/// Asserts the WAL holds exactly what the model says, for every model group.
+/// Asserts the WAL holds exactly what the model says, for every model group,
+/// read group by group and in one pass (`replay_entries`).
 pub async fn check<I: WalIo>(wal: &Wal<I>, model: &Model) {
+    check_reads(wal, model).await;
+    check_replay(wal, model).await;
+}
+
+/// The one-pass replay hands out every model entry exactly once.
+async fn check_replay<I: WalIo>(wal: &Wal<I>, model: &Model) {
+    let mut replayed: BTreeMap<u64, BTreeMap<u64, (u64, Vec<u8>)>> = BTreeMap::new();
+    let mut others = 0u64;
+    let visited = wal
+        .replay_entries(|e| {
+            if !model.groups.contains_key(&e.group.0) {
+                others += 1;
+                return;
+            }
+            let old = replayed
+                .entry(e.group.0)
+                .or_default()
+                .insert(e.index.0, (e.term.0, e.payload.to_vec()));
+            assert!(old.is_none(), "{}/{} replayed twice", e.group, e.index);
+        })
+        .await
+        .expect("replay");
+    let expected: BTreeMap<u64, BTreeMap<u64, (u64, Vec<u8>)>> = model
+        .groups
+        .iter()
+        .filter(|(_, log)| !log.is_empty())
+        .map(|(&g, log)| (g, log.clone()))
+        .collect();
+    assert!(replayed == expected, "replay differs from the model");
+    let model_entries: u64 = expected.values().map(|l| l.len() as u64).sum();
+    assert_eq!(visited, model_entries + others);
+}
+
+async fn check_reads<I: WalIo>(wal: &Wal<I>, model: &Model) {
     for (&group, log) in &model.groups {
         let Some((&first, _)) = log.iter().next() else {
             continue;

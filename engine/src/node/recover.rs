@@ -1,0 +1,161 @@
+//! Rebuilding a core's groups at start: each from its snapshot file, then
+//! the entries after it from one pass over the WAL (`Wal::replay_entries`),
+//! so a record is read once however many groups it holds.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raftcore::{Config, ConfState, EntryKind, MemStorage, NodeId, RawNode, Storage};
+
+use super::group::Group;
+use super::id_map::IdMap;
+use super::snapshot_file::SnapshotDir;
+use crate::kv::{KvStore, StateMachine};
+use crate::wal::{self, DmaIo, Wal};
+
+/// A group between its snapshot and its rebuilt log.
+struct Pending {
+    sm: KvStore,
+    storage: MemStorage,
+    /// The WAL entries the group needs: `lo..=last` (none when `lo > last`).
+    lo: u64,
+    last: u64,
+    entries: Vec<raftcore::Entry>,
+}
+
+/// Rebuilds `groups` from `snapshots` and `wal`.
+pub async fn recover_groups(
+    wal: &Wal<DmaIo>,
+    snapshots: &SnapshotDir,
+    groups: impl IntoIterator<Item = u64>,
+    voters: &[NodeId],
+    cfg: Arc<Config>,
+) -> anyhow::Result<IdMap<Group>> {
+    let mut pending = IdMap::default();
+    for group in groups {
+        pending.insert(group, from_snapshot(wal, snapshots, group, voters)?);
+    }
+    let mut bad_entry = None;
+    wal.replay_entries(|e| {
+        let Some(p) = pending.get_mut(&e.group.0) else {
+            return; // A group of another core, or one removed.
+        };
+        if !(p.lo..=p.last).contains(&e.index.0) {
+            return; // Covered by the snapshot.
+        }
+        match to_raft_entry(e) {
+            Ok(entry) => p.entries.push(entry),
+            Err(err) => {
+                bad_entry.get_or_insert(err);
+            }
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(err) = bad_entry {
+        return Err(err);
+    }
+    let mut out = IdMap::default();
+    for (group, p) in pending {
+        out.insert(group, finish(wal, group, p, cfg.clone())?);
+    }
+    Ok(out)
+}
+
+/// The group as its snapshot file (or, without one, its voters) leaves it,
+/// and the WAL entries it still needs.
+fn from_snapshot(
+    wal: &Wal<DmaIo>,
+    snapshots: &SnapshotDir,
+    group: u64,
+    voters: &[NodeId],
+) -> anyhow::Result<Pending> {
+    let mut sm = KvStore::new();
+    let storage = match snapshots.load(group)? {
+        Some(s) => {
+            sm.restore(&s.data)
+                .map_err(|e| anyhow::anyhow!("group {group}: snapshot does not restore: {e}"))?;
+            let mut storage = MemStorage::default();
+            storage.apply_snapshot(s);
+            storage
+        }
+        None => MemStorage::new(ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        }),
+    };
+    let base = storage.last_index().0;
+    let (lo, last) = match wal.group(wal::GroupId(group)) {
+        Some(info) => {
+            let lo = info.first_index.0.max(base + 1);
+            anyhow::ensure!(
+                info.last_index.0 < lo || info.first_index.0 <= base + 1,
+                "group {group}: the WAL starts at entry {} but the snapshot ends at {base}: entries are missing",
+                info.first_index.0,
+            );
+            (lo, info.last_index.0)
+        }
+        None => (base + 1, base),
+    };
+    let wanted = (last + 1).saturating_sub(lo) as usize;
+    Ok(Pending {
+        sm,
+        storage,
+        lo,
+        last,
+        entries: Vec::with_capacity(wanted),
+    })
+}
+
+/// Puts the replayed entries and the WAL's hard state into the group.
+fn finish(wal: &Wal<DmaIo>, group: u64, mut p: Pending, cfg: Arc<Config>) -> anyhow::Result<Group> {
+    if !p.entries.is_sorted_by_key(|e| e.index) {
+        p.entries.sort_unstable_by_key(|e| e.index);
+    }
+    let expected = (p.last + 1).saturating_sub(p.lo);
+    let contiguous = p
+        .entries
+        .iter()
+        .zip(p.lo..)
+        .all(|(e, index)| e.index.0 == index);
+    anyhow::ensure!(
+        p.entries.len() as u64 == expected && contiguous,
+        "group {group}: the WAL replay gave {} entries for {}..={}, not each once",
+        p.entries.len(),
+        p.lo,
+        p.last
+    );
+    let base = p.storage.last_index();
+    p.storage.append_owned(p.entries);
+    if let Some(hs) = wal.group(wal::GroupId(group)).and_then(|info| info.hard_state) {
+        let commit = raftcore::LogIndex(hs.commit.0)
+            .max(base)
+            .min(p.storage.last_index());
+        p.storage.set_hard_state(raftcore::HardState {
+            term: raftcore::Term(hs.term.0),
+            vote: NodeId(hs.vote),
+            commit,
+        });
+    }
+    p.sm.set_applied(p.storage.first_index().prev());
+    let raw = RawNode::new_shared(cfg, group, p.storage)?;
+    Ok(Group::new(group, raw, p.sm))
+}
+
+/// A WAL entry as a raftcore entry: the first payload byte is the kind.
+fn to_raft_entry(e: wal::EntryRef<'_>) -> anyhow::Result<raftcore::Entry> {
+    let kind = e.payload.first().and_then(|&b| EntryKind::from_u8(b));
+    let Some(kind) = kind else {
+        anyhow::bail!(
+            "group {}: WAL entry {} has no valid kind byte",
+            e.group.0,
+            e.index.0
+        );
+    };
+    Ok(raftcore::Entry {
+        term: raftcore::Term(e.term.0),
+        index: raftcore::LogIndex(e.index.0),
+        kind,
+        data: Bytes::copy_from_slice(&e.payload[1..]),
+    })
+}
