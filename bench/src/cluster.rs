@@ -63,6 +63,8 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
                 sync: shape.sync,
                 pin_cores: false,
                 compact_every_entries: 8192,
+                wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
+                wal_rewrite_after_segments: None,
             };
             (id, cfg)
         })

@@ -216,3 +216,53 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
     expect_done(client.put(5000, "k", "v"), "the empty group survived restarts");
     expect_done(client.put(2, "k", "v"), "configured groups are still there");
 }
+
+/// Segment files in every core's WAL of node `id`.
+fn wal_segments(c: &TestCluster, id: u64) -> usize {
+    let node_dir = c.dir.path().join(format!("node-{id}"));
+    let mut count = 0;
+    for core in std::fs::read_dir(node_dir).unwrap() {
+        let wal_dir = core.unwrap().path().join("wal");
+        for f in std::fs::read_dir(wal_dir).unwrap() {
+            let name = f.unwrap().file_name();
+            count += usize::from(name.to_str().and_then(engine::wal::format::parse_segment_file_name).is_some());
+        }
+    }
+    count
+}
+
+#[test]
+fn idle_groups_are_copied_forward_so_old_wal_segments_go() {
+    // Test nodes: 1 MiB segments, rewrites past 4 of them, compaction every
+    // 64 entries. Groups 2..=8 write once and then idle (never compact), so
+    // without the copy they would pin the first segment for ever.
+    let groups = 8;
+    let mut c = TestCluster::start(groups, 1);
+    let mut client = c.client();
+    for g in 1..=groups {
+        expect_done(client.put(g, "idle", value(g, 0)), "put to every group");
+    }
+    let big = |i: u64| Bytes::from(format!("{i:06}-").repeat(16 << 10 >> 7 << 4));
+    for i in 0..480u64 {
+        expect_done(client.put(1, format!("k{}", i % 32), big(i)), "big put to group 1");
+    }
+    for id in 1..=3 {
+        eventually(Duration::from_secs(20), "old segments deleted", || wal_segments(&c, id) <= 6);
+    }
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let mut client = c.client();
+    for g in 1..=groups {
+        assert_eq!(client.get(g, "idle"), Outcome::Ok(Reply::Value(Some(value(g, 0)))), "group {g}");
+    }
+    for i in 448..480u64 {
+        assert_eq!(client.get(1, format!("k{}", i % 32)), Outcome::Ok(Reply::Value(Some(big(i)))));
+    }
+    for id in 1..=3 {
+        eventually(Duration::from_secs(10), "every replica applied group 2", || stale_get(&c, id, 2, "idle") == Outcome::Ok(Reply::Value(Some(value(2, 0)))));
+    }
+}

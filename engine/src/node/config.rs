@@ -48,10 +48,26 @@ pub struct NodeConfig {
     /// many applied entries.
     #[serde(default = "default_compact_every_entries")]
     pub compact_every_entries: u64,
+    /// Size of each WAL segment file (preallocated, 4 KiB multiple).
+    #[serde(default = "default_wal_segment_size_bytes")]
+    pub wal_segment_size_bytes: u64,
+    /// WAL segments per core beyond which the once-a-second purge copies the
+    /// live entries of the groups that pin the oldest segments (idle groups
+    /// that never compact) to the head, so those segments can go: disk use
+    /// stays near the live log plus this many segments. Off by default: the
+    /// copy takes every pinning group, busy ones too, so when the live logs
+    /// of all groups outgrow this many segments the purge keeps copying
+    /// them. Without it a segment goes once every group in it has compacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_rewrite_after_segments: Option<usize>,
 }
 
 fn default_compact_every_entries() -> u64 {
     8192
+}
+
+fn default_wal_segment_size_bytes() -> u64 {
+    crate::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT
 }
 
 /// Maps keyed by node id, written with string keys (as TOML and JSON need).
@@ -103,6 +119,8 @@ pub enum ConfigError {
     Tick(u64),
     #[error("compact_every_entries must be at least 1")]
     CompactEvery,
+    #[error("{0}")]
+    Wal(String),
     #[error("the peer port {port} + {cores} cores does not fit in 65535")]
     PortRange { port: u16, cores: u32 },
     #[error("cannot read {path}: {source}")]
@@ -141,12 +159,27 @@ impl NodeConfig {
         if self.compact_every_entries == 0 {
             return Err(ConfigError::CompactEvery);
         }
+        if self.wal_rewrite_after_segments.is_some_and(|n| n < 2) {
+            return Err(ConfigError::Wal("wal_rewrite_after_segments must be at least 2".into()));
+        }
+        self.wal_options().check().map_err(|e| ConfigError::Wal(e.to_string()))?;
         for addr in self.peers.values().chain([&self.client_addr]) {
             if addr.port() != 0 && u32::from(addr.port()) + self.cores > 65_535 {
                 return Err(ConfigError::PortRange { port: addr.port(), cores: self.cores });
             }
         }
         Ok(())
+    }
+
+    /// The options every core opens its WAL with.
+    pub fn wal_options(&self) -> crate::wal::WalOptions {
+        let sync_mode = if self.sync { crate::wal::SyncMode::Fdatasync } else { crate::wal::SyncMode::NoSync };
+        crate::wal::WalOptions {
+            sync_mode,
+            segment_size_bytes: self.wal_segment_size_bytes,
+            segments_soft_max: self.wal_rewrite_after_segments.unwrap_or(usize::MAX),
+            ..Default::default()
+        }
     }
 
     pub fn tick(&self) -> Duration {
@@ -199,5 +232,27 @@ mod tests {
         assert_eq!(back.peers, cfg.peers);
         let bad = text.replace("1 = ", "one = ");
         assert!(toml::from_str::<NodeConfig>(&bad).unwrap_err().to_string().contains("not a node id"));
+    }
+
+    #[test]
+    fn wal_settings_are_checked() {
+        let text = r#"
+            node_id = 1
+            client_addr = "127.0.0.1:7200"
+            data_dir = "/tmp/x"
+            cores = 1
+            groups = 10
+            wal_segment_size_bytes = SIZE
+            REWRITE
+            [peers]
+            1 = "127.0.0.1:7101"
+        "#;
+        let parse = |size: &str, rewrite: &str| -> NodeConfig { toml::from_str(&text.replace("SIZE", size).replace("REWRITE", rewrite)).unwrap() };
+        let cfg = parse("1048576", "wal_rewrite_after_segments = 4");
+        cfg.validate().unwrap();
+        assert_eq!(cfg.wal_options().segments_soft_max, 4);
+        assert_eq!(parse("1048576", "").wal_options().segments_soft_max, usize::MAX, "rewrites are off by default");
+        assert!(parse("1048576", "wal_rewrite_after_segments = 1").validate().unwrap_err().to_string().contains("at least 2"));
+        assert!(parse("1000", "").validate().unwrap_err().to_string().contains("segment_size_bytes"));
     }
 }

@@ -75,6 +75,9 @@ pub struct Shard {
     live_peers: RefCell<std::collections::HashSet<u64>>,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
+    /// An iteration's WAL batch is submitted as a record of its own once its
+    /// archive may reach this size: one record must fit in a segment.
+    record_split_bytes: u64,
 }
 
 /// Messages for each peer, gathered over one iteration.
@@ -112,13 +115,7 @@ impl Shard {
     /// Opens the WAL and snapshots of this core and rebuilds its groups.
     pub async fn open(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>) -> anyhow::Result<Shard> {
         let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
-        let sync_mode = if cfg.sync { wal::SyncMode::Fdatasync } else { wal::SyncMode::NoSync };
-        // Rewriting lagging groups forward stays off in the node until it has
-        // run under a cluster test (the WAL's own crash test now runs purge
-        // with rewrites): purge only deletes segments every group has
-        // compacted past, so a lagging group pins disk space.
-        let opts = wal::WalOptions { sync_mode, segments_soft_max: usize::MAX, ..Default::default() };
-        let wal = Wal::open_dir(dir.join("wal"), opts).await.map_err(wal_error)?;
+        let wal = Wal::open_dir(dir.join("wal"), cfg.wal_options()).await.map_err(wal_error)?;
         let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
         let raft_cfg = Arc::new(raft_config(cfg.node_id));
         let voters = cfg.voters();
@@ -142,6 +139,7 @@ impl Shard {
         }
         let mine = ids.into_iter().filter(|&g| cfg.core_of(g) == core);
         let groups = recover_groups(&wal, &snapshots, mine, &voters, raft_cfg.clone()).await?;
+        let record_split_bytes = record_split_bytes(&cfg);
         Ok(Shard {
             node: cfg.node_id,
             core,
@@ -157,6 +155,7 @@ impl Shard {
             live_peers: RefCell::new(std::collections::HashSet::new()),
             metrics,
             stopped: Cell::new(false),
+            record_split_bytes,
         })
     }
 
@@ -257,6 +256,9 @@ impl Shard {
                 break;
             }
             let mut readies = Vec::new();
+            // Records of this iteration submitted before its last one: the
+            // iteration's work is durable when the last record is.
+            let mut submitted = None;
             {
                 let mut groups = self.groups.borrow_mut();
                 for id in dirty.drain(..) {
@@ -265,19 +267,22 @@ impl Shard {
                     if g.raw.has_ready() {
                         let (number, persisted) = self.process_ready(g, &mut batch, &mut outbox)?;
                         readies.push((id, number, persisted));
+                        if batch.archived_len_bound() as u64 >= self.record_split_bytes {
+                            submitted = Some(self.submit(&mut batch)?);
+                        }
                     }
                 }
             }
             outbox.flush(&self.peers);
-            if readies.is_empty() && batch.is_empty() {
+            if readies.is_empty() && batch.is_empty() && submitted.is_none() {
                 continue;
             }
             self.metrics.readies.fetch_add(readies.len() as u64, Ordering::Relaxed);
             let admin = std::mem::take(&mut admin);
             if !batch.is_empty() {
-                self.metrics.wal_entries.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
-                let seq = self.wal.submit(&batch).map_err(wal_error)?;
-                batch.clear();
+                submitted = Some(self.submit(&mut batch)?);
+            }
+            if let Some(seq) = submitted {
                 self.await_durable(seq);
                 unsettled.push_back(Unsettled { seq, readies, admin });
             } else if let Some(last) = unsettled.back_mut() {
@@ -306,6 +311,14 @@ impl Shard {
     }
 
     /// Spawns the wait for record `seq`; its completion comes back as an event.
+    /// Queues `batch` as one WAL record and empties it.
+    fn submit(&self, batch: &mut Batch) -> anyhow::Result<RecordSeq> {
+        self.metrics.wal_entries.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
+        let seq = self.wal.submit(batch).map_err(wal_error)?;
+        batch.clear();
+        Ok(seq)
+    }
+
     fn await_durable(self: &Rc<Self>, seq: RecordSeq) {
         let wal = self.wal.clone();
         let shard = Rc::downgrade(self);
@@ -524,6 +537,12 @@ fn read(g: &mut Group, op: ReadOp, consistency: Consistency, respond: Responder)
 fn bootstrap_hard_state(voters: &[NodeId]) -> wal::HardState {
     let hs = MemStorage::new(ConfState { voters: voters.to_vec(), ..Default::default() }).hard_state();
     wal::HardState { term: wal::Term(hs.term.0), vote: hs.vote.0, commit: wal::LogIndex(hs.commit.0) }
+}
+
+/// A quarter segment, at most one write's worth: leaves room for the groups
+/// processed after the check (a single group's ready must still fit).
+fn record_split_bytes(cfg: &NodeConfig) -> u64 {
+    (cfg.wal_segment_size_bytes / 4).min(wal::limits::WRITE_BYTES_MAX_DEFAULT as u64)
 }
 
 /// WAL errors may share an `Rc`; keep their message for `anyhow`.

@@ -61,6 +61,10 @@ impl TestCluster {
                 sync: true,
                 pin_cores: false,
                 compact_every_entries: 64,
+                // Small segments, so that purges rewrite idle groups forward in
+                // every cluster test.
+                wal_segment_size_bytes: 1 << 20,
+                wal_rewrite_after_segments: Some(4),
             };
             configs.insert(id, cfg);
         }

@@ -348,6 +348,14 @@ pin_cores = false
 # A group snapshots its state and compacts its log every this many entries.
 compact_every_entries = 8192
 
+# Size of each preallocated WAL segment file (one WAL per core).
+wal_segment_size_bytes = 67108864
+
+# Uncomment to copy idle groups' entries forward once a core's WAL holds more
+# segments than this, so that the old segments can be deleted (keep it off
+# when the live logs of all groups need more segments than this).
+# wal_rewrite_after_segments = 8
+
 # Every node's id and peer address, this node included. Core k of a node
 # listens for its peers on the port + k.
 [peers]
