@@ -12,7 +12,7 @@ use std::task::Poll;
 use engine::wal::scan::{scan_wal, ScanError};
 use engine::wal::sim::SimRng;
 use engine::wal::{Batch, GroupId, LogIndex, SegmentSeq, SimIo, Wal, WalError, WalOptions};
-use wal_common::{check, run, small_opts, Model};
+use wal_common::{check, check_replay, run, small_opts, Model};
 
 /// (segment, offset, length) of every valid record, in order.
 fn records(io: &SimIo) -> Vec<(SegmentSeq, u64, u64)> {
@@ -271,6 +271,37 @@ fn compaction_and_rewrite_bound_disk_use() {
         let wal = Wal::open(io, gc_opts()).await.expect("reopen");
         assert!(wal.group(GroupId(0)).is_none());
         check(&wal, &model).await;
+    });
+}
+
+#[test]
+fn replay_takes_kept_payloads_and_reads_the_rest() {
+    run(async {
+        let io = SimIo::new();
+        let mut model = Model::default();
+        let wal = Wal::open(io.clone(), gc_opts()).await.expect("open");
+        lagging_start(&wal, &mut model).await;
+        for _ in 0..4 {
+            churn(&wal, &mut model, 10).await;
+            wal.purge().await.expect("purge");
+        }
+        wal.close().await.expect("close");
+        // Nothing kept, part kept (the rest read), everything kept.
+        for budget in [0, 8 << 10, usize::MAX] {
+            let (wal, kept) = Wal::open_keeping(io.clone(), gc_opts(), budget)
+                .await
+                .expect("reopen");
+            let kept_bytes = kept.bytes();
+            assert!(kept_bytes <= budget);
+            assert_eq!(kept_bytes == 0, budget == 0, "budget {budget}");
+            // Written after open: never kept, found in the write cache.
+            let mut batch = Batch::new();
+            let index = model.last(9) + 1;
+            model.push(&mut batch, 9, index, 1, 50);
+            wal.append(&batch).await.expect("append");
+            check_replay(&wal, &model, kept).await;
+            wal.close().await.expect("close");
+        }
     });
 }
 

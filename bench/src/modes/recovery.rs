@@ -600,6 +600,9 @@ fn report(out: &mut Outcome, wal: &WalImage, scan_s: f64, r: &Restart, evicted: 
     ));
 }
 
+/// Payloads the breakdown's WAL open keeps for the replay, as the node's.
+const KEPT_BYTES_MAX: usize = 2 << 30;
+
 /// Phases of recovery timed apart, outside the node.
 struct Phases {
     wal_open_s: f64,
@@ -631,19 +634,20 @@ fn breakdown(args: &RecoveryArgs, node_dir: &Path, progress: &Progress) -> anyho
                     ..Default::default()
                 };
                 let t = Instant::now();
-                let wal = engine::wal::Wal::open_dir(&wal_dir, opts)
+                let (wal, kept) = engine::wal::Wal::open_dir_keeping(&wal_dir, opts, KEPT_BYTES_MAX)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let open_s = t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                // As the node's rebuild does: one pass, every entry copied.
+                // As the node's rebuild does: payloads kept by the open scan,
+                // one pass over the rest.
                 let mut copied: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); groups.len()];
                 let slot_of: std::collections::HashMap<u64, usize> =
                     groups.iter().enumerate().map(|(i, &g)| (g, i)).collect();
                 let entries = wal
-                    .replay_entries(|e| {
+                    .replay_entries(kept, |e| {
                         if let Some(&i) = slot_of.get(&e.group.0) {
-                            copied[i].push(bytes::Bytes::copy_from_slice(e.payload));
+                            copied[i].push(e.payload);
                         }
                     })
                     .await

@@ -1,10 +1,11 @@
 //! Rebuilding a core's groups at start: each from its snapshot file, then
 //! the entries after it from one pass over the WAL (`Wal::replay_entries`),
-//! so a record is read once however many groups it holds.
+//! mostly from the payloads the WAL's open scan kept: a record is read once
+//! however many groups it holds. Entries share their record's allocation
+//! until every entry of it is compacted away.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use raftcore::{Config, ConfState, EntryKind, MemStorage, NodeId, RawNode, Storage};
 
 use super::group::Group;
@@ -26,6 +27,7 @@ struct Pending {
 /// Rebuilds `groups` from `snapshots` and `wal`.
 pub async fn recover_groups(
     wal: &Wal<DmaIo>,
+    kept: wal::Kept,
     snapshots: &SnapshotDir,
     groups: impl IntoIterator<Item = u64>,
     voters: &[NodeId],
@@ -36,7 +38,7 @@ pub async fn recover_groups(
         pending.insert(group, from_snapshot(wal, snapshots, group, voters)?);
     }
     let mut bad_entry = None;
-    wal.replay_entries(|e| {
+    wal.replay_entries(kept, |e| {
         let Some(p) = pending.get_mut(&e.group.0) else {
             return; // A group of another core, or one removed.
         };
@@ -143,7 +145,7 @@ fn finish(wal: &Wal<DmaIo>, group: u64, mut p: Pending, cfg: Arc<Config>) -> any
 }
 
 /// A WAL entry as a raftcore entry: the first payload byte is the kind.
-fn to_raft_entry(e: wal::EntryRef<'_>) -> anyhow::Result<raftcore::Entry> {
+fn to_raft_entry(e: wal::ReplayedEntry) -> anyhow::Result<raftcore::Entry> {
     let kind = e.payload.first().and_then(|&b| EntryKind::from_u8(b));
     let Some(kind) = kind else {
         anyhow::bail!(
@@ -156,6 +158,6 @@ fn to_raft_entry(e: wal::EntryRef<'_>) -> anyhow::Result<raftcore::Entry> {
         term: raftcore::Term(e.term.0),
         index: raftcore::LogIndex(e.index.0),
         kind,
-        data: Bytes::copy_from_slice(&e.payload[1..]),
+        data: e.payload.slice(1..),
     })
 }

@@ -28,6 +28,10 @@ use crate::transport::peer::PeerLink;
 use crate::transport::wire::Envelope;
 use crate::wal::{self, Batch, DmaIo, RecordSeq, Wal};
 
+/// Entry payloads a core keeps from the scan that opens its WAL, so that its
+/// groups are rebuilt without reading the WAL again; records beyond it are
+/// read a second time.
+const REPLAY_KEPT_BYTES_MAX: usize = 2 << 30;
 /// Events handled per loop iteration before the readies are collected.
 const EVENTS_PER_ITERATION_MAX: usize = 8192;
 /// A group idle for this many ticks stops being ticked (less than the
@@ -115,7 +119,7 @@ impl Shard {
     /// Opens the WAL and snapshots of this core and rebuilds its groups.
     pub async fn open(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>) -> anyhow::Result<Shard> {
         let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
-        let wal = Wal::open_dir(dir.join("wal"), cfg.wal_options()).await.map_err(wal_error)?;
+        let (wal, kept) = Wal::open_dir_keeping(dir.join("wal"), cfg.wal_options(), REPLAY_KEPT_BYTES_MAX).await.map_err(wal_error)?;
         let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
         let raft_cfg = Arc::new(raft_config(cfg.node_id));
         let voters = cfg.voters();
@@ -138,7 +142,7 @@ impl Shard {
             std::fs::File::open(&dir)?.sync_all()?;
         }
         let mine = ids.into_iter().filter(|&g| cfg.core_of(g) == core);
-        let groups = recover_groups(&wal, &snapshots, mine, &voters, raft_cfg.clone()).await?;
+        let groups = recover_groups(&wal, kept, &snapshots, mine, &voters, raft_cfg.clone()).await?;
         let record_split_bytes = record_split_bytes(&cfg);
         Ok(Shard {
             node: cfg.node_id,

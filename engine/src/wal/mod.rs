@@ -32,6 +32,7 @@ pub use gc::PurgeReport;
 pub use io::{DmaIo, SyncMode, WalIo};
 use lock::DirLock;
 pub use read::Entry;
+pub use replay::{Kept, ReplayedEntry};
 pub use scan::ScanError;
 pub use sim::SimIo;
 pub use state::{Wal, WalOptions, WalStats};
@@ -57,6 +58,15 @@ impl Wal<DmaIo> {
         dir: impl Into<std::path::PathBuf>,
         opts: WalOptions,
     ) -> Result<Self, WalError> {
+        Ok(Wal::open_dir_keeping(dir, opts, 0).await?.0)
+    }
+
+    /// `open_dir`, keeping payloads for `replay_entries` (`open_keeping`).
+    pub async fn open_dir_keeping(
+        dir: impl Into<std::path::PathBuf>,
+        opts: WalOptions,
+        kept_bytes_max: usize,
+    ) -> Result<(Self, Kept), WalError> {
         let dir = dir.into();
         let creating = |source| WalError::Io {
             op: "creating",
@@ -67,9 +77,9 @@ impl Wal<DmaIo> {
         // Before recovery: it truncates torn tails and deletes segments.
         let lock = DirLock::acquire(&dir)?;
         let io = DmaIo::new(&dir, opts.sync_mode).map_err(creating)?;
-        let wal = Wal::open(io, opts).await?;
+        let (wal, kept) = Wal::open_keeping(io, opts, kept_bytes_max).await?;
         *wal.inner.dir_lock.borrow_mut() = Some(lock);
-        Ok(wal)
+        Ok((wal, kept))
     }
 }
 

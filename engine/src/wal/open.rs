@@ -12,6 +12,7 @@ use super::index::Index;
 use super::io::{IoBuf, WalIo};
 use super::limits::{align_down, align_up, BLOCK_BYTES};
 use super::pipeline;
+use super::replay::Kept;
 use super::scan::{scan_wal, ScanError, ScanReport};
 use super::state::{Inner, Signal, State, Wal, WalOptions, WalStats};
 use super::types::{LogIndex, RecordLoc, RecordSeq, SegmentSeq};
@@ -22,14 +23,26 @@ impl<I: WalIo> Wal<I> {
     /// Recovers the WAL stored in `io` and starts its pipeline. Must run on
     /// the glommio executor of the core that will own it.
     pub async fn open(io: I, opts: WalOptions) -> Result<Wal<I>, WalError> {
+        Ok(Wal::open_keeping(io, opts, 0).await?.0)
+    }
+
+    /// `open`, keeping up to `kept_bytes_max` bytes of the payloads the scan
+    /// reads, for a `replay_entries` that then need not read them again.
+    pub async fn open_keeping(
+        io: I,
+        opts: WalOptions,
+        kept_bytes_max: usize,
+    ) -> Result<(Wal<I>, Kept), WalError> {
         opts.check()?;
         let mut index = Index::default();
+        let mut kept = Kept::with_budget(kept_bytes_max);
         let report = scan_wal(&io, |segment, record, batch| {
             let loc = RecordLoc {
                 segment,
                 offset_bytes: record.offset_bytes,
             };
             index.apply(batch, loc, record.header.total_len());
+            kept.keep(loc, batch);
             Ok(())
         })?;
         check_complete(&io, &index)?;
@@ -82,7 +95,7 @@ impl<I: WalIo> Wal<I> {
             dir_lock: RefCell::new(None),
         });
         pipeline::spawn(&inner);
-        Ok(Wal::from_inner(inner))
+        Ok((Wal::from_inner(inner), kept))
     }
 }
 

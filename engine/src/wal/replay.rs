@@ -1,29 +1,106 @@
-//! Replaying everything the WAL holds in one pass: each segment read once,
-//! each record checked once, its live entries handed out in disk order. This
-//! is how a restarted core rebuilds all of its groups; reading group by group
-//! (`read_entries`) would read a record once for every group in it.
+//! Replaying everything the WAL holds in one pass, which is how a restarted
+//! core rebuilds all of its groups (reading group by group with
+//! `read_entries` would read a record once for every group in it).
+//!
+//! The open scan can keep the payloads of the records it checks (`Kept`, up
+//! to a byte budget), one allocation per record: the replay then hands out
+//! slices of them and reads nothing again. Records it did not keep (over the
+//! budget, or written after open) are read once each, whole segments at a
+//! time, and their CRC and archive checked again.
 
-use super::batch::EntryRef;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::batch::ArchivedBatch;
 use super::error::WalError;
 use super::index::Span;
 use super::io::{IoBuf, WalIo};
-use super::read::{checked_batch, visit_span};
+use super::read::{checked_batch, corrupt_at, visit_span};
 use super::scan::Image;
 use super::state::Wal;
-use super::types::{GroupId, LogIndex, SegmentSeq};
+use super::types::{GroupId, LogIndex, RecordLoc, SegmentSeq, Term};
+
+/// An entry handed out by `Wal::replay_entries`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayedEntry {
+    pub group: GroupId,
+    pub term: Term,
+    pub index: LogIndex,
+    /// Shares one allocation with the other entries of its record while any
+    /// of them lives: a caller that keeps a few entries of a record for long
+    /// keeps the whole record's payloads.
+    pub payload: Bytes,
+}
+
+/// The entry payloads of the records the open scan kept.
+#[derive(Default)]
+pub struct Kept {
+    records: HashMap<RecordLoc, KeptRecord>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+/// One record's payloads back to back; slot `i` ends at `ends[i]`.
+struct KeptRecord {
+    payloads: Bytes,
+    ends: Vec<u32>,
+}
+
+impl Kept {
+    /// Keeps records while their payloads total at most `bytes_max`.
+    pub fn with_budget(bytes_max: usize) -> Kept {
+        Kept {
+            bytes_max,
+            ..Kept::default()
+        }
+    }
+
+    /// Bytes of payload kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Copies the payloads of the checked record at `loc`, if the budget
+    /// allows; records without entries are not kept.
+    pub(super) fn keep(&mut self, loc: RecordLoc, batch: &ArchivedBatch) {
+        let len = batch.payload_bytes();
+        if batch.entry_count() == 0 || self.bytes + len > self.bytes_max {
+            return;
+        }
+        let mut payloads = Vec::with_capacity(len);
+        let mut ends = Vec::with_capacity(batch.entry_count());
+        for e in batch.entries() {
+            payloads.extend_from_slice(e.payload);
+            ends.push(payloads.len() as u32);
+        }
+        self.bytes += payloads.len();
+        let record = KeptRecord {
+            payloads: Bytes::from(payloads),
+            ends,
+        };
+        self.records.insert(loc, record);
+    }
+}
+
+impl KeptRecord {
+    /// The payload of `slot`, or `None` if the record has no such slot.
+    fn payload(&self, slot: usize) -> Option<Bytes> {
+        let end = *self.ends.get(slot)? as usize;
+        let start = slot.checked_sub(1).map_or(0, |s| self.ends[s] as usize);
+        Some(self.payloads.slice(start..end))
+    }
+}
 
 impl<I: WalIo> Wal<I> {
     /// Calls `visit` once with every entry the WAL holds and returns how
-    /// many there were. Order: by location on disk, so a group's entries
+    /// many there were, taking payloads from `kept` (see `open_keeping`)
+    /// where it has them. Order: by location on disk, so a group's entries
     /// ascend by index within a record but not necessarily across records
     /// (a rewrite puts a group's oldest entries after its newer ones).
-    ///
-    /// Segments are read whole with buffered reads (right after `open`,
-    /// whose scan just read them, they come from the page cache); records
-    /// still in the write cache are taken from it.
-    pub async fn replay_entries<F>(&self, mut visit: F) -> Result<u64, WalError>
+    pub async fn replay_entries<F>(&self, kept: Kept, mut visit: F) -> Result<u64, WalError>
     where
-        F: FnMut(EntryRef<'_>),
+        F: FnMut(ReplayedEntry),
     {
         let spans = self.spans_by_location();
         let mut image = Image::new();
@@ -37,6 +114,12 @@ impl<I: WalIo> Wal<I> {
                 .count();
             let (record, after) = rest.split_at(same_record);
             rest = after;
+            if let Some(k) = kept.records.get(&first.loc()) {
+                for (group, span) in record {
+                    visited += visit_kept(k, *group, span, &mut visit)?;
+                }
+                continue;
+            }
             let cached = self
                 .inner
                 .st
@@ -58,7 +141,12 @@ impl<I: WalIo> Wal<I> {
                 let end = LogIndex(span.last().0 + 1);
                 visit_span(batch, *group, span, span.first, end, &mut |e| {
                     visited += 1;
-                    visit(e)
+                    visit(ReplayedEntry {
+                        group: e.group,
+                        term: e.term,
+                        index: e.index,
+                        payload: Bytes::copy_from_slice(e.payload),
+                    })
                 })?;
             }
         }
@@ -88,4 +176,25 @@ impl<I: WalIo> Wal<I> {
                 source,
             })
     }
+}
+
+/// The entries of `span` from a kept record. The index was built from the
+/// same checked batch, so group, index and term come from the span.
+fn visit_kept<F>(k: &KeptRecord, group: GroupId, span: &Span, visit: &mut F) -> Result<u64, WalError>
+where
+    F: FnMut(ReplayedEntry),
+{
+    for i in 0..span.count {
+        let slot = (span.slot + i) as usize;
+        let Some(payload) = k.payload(slot) else {
+            return Err(corrupt_at(span, format!("slot {slot} beyond the batch")));
+        };
+        visit(ReplayedEntry {
+            group,
+            term: span.term,
+            index: LogIndex(span.first.0 + u64::from(i)),
+            payload,
+        });
+    }
+    Ok(u64::from(span.count))
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
-use engine::wal::{Batch, GroupId, LogIndex, Term, Wal, WalIo, WalOptions};
+use engine::wal::{Batch, GroupId, Kept, LogIndex, Term, Wal, WalIo, WalOptions};
 
 /// Runs `f` on a fresh glommio executor with a small, explicit io_memory
 /// (memlock is 8 MiB on this machine and tests run in parallel).
@@ -84,15 +84,16 @@ impl Model {
 /// read group by group and in one pass (`replay_entries`).
 pub async fn check<I: WalIo>(wal: &Wal<I>, model: &Model) {
     check_reads(wal, model).await;
-    check_replay(wal, model).await;
+    check_replay(wal, model, Kept::default()).await;
 }
 
-/// The one-pass replay hands out every model entry exactly once.
-async fn check_replay<I: WalIo>(wal: &Wal<I>, model: &Model) {
+/// The one-pass replay, with what open kept, hands out every model entry
+/// exactly once.
+pub async fn check_replay<I: WalIo>(wal: &Wal<I>, model: &Model, kept: Kept) {
     let mut replayed: BTreeMap<u64, BTreeMap<u64, (u64, Vec<u8>)>> = BTreeMap::new();
     let mut others = 0u64;
     let visited = wal
-        .replay_entries(|e| {
+        .replay_entries(kept, |e| {
             if !model.groups.contains_key(&e.group.0) {
                 others += 1;
                 return;
