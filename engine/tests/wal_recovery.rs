@@ -12,7 +12,7 @@ use std::task::Poll;
 use engine::wal::scan::{scan_wal, ScanError};
 use engine::wal::sim::SimRng;
 use engine::wal::{Batch, GroupId, LogIndex, SegmentSeq, SimIo, Wal, WalError, WalOptions};
-use wal_common::{check, check_replay, run, small_opts, Model};
+use wal_common::{check, check_replay, run, small_opts, write_rounds, Model};
 
 /// (segment, offset, length) of every valid record, in order.
 fn records(io: &SimIo) -> Vec<(SegmentSeq, u64, u64)> {
@@ -36,17 +36,6 @@ async fn yield_now() {
         Poll::Pending
     })
     .await
-}
-
-async fn write_rounds(wal: &Wal<SimIo>, model: &mut Model, rounds: u64, len: usize) {
-    for _ in 0..rounds {
-        let mut batch = Batch::new();
-        for group in 1..=3 {
-            let index = model.last(group) + 1;
-            model.push(&mut batch, group, index, 1, len);
-        }
-        wal.append(&batch).await.expect("append");
-    }
 }
 
 #[test]

@@ -194,10 +194,53 @@ pub fn record_at(image: &[u8], offset: u64) -> Result<Record<'_>, RecordDefect> 
     })
 }
 
-/// An rkyv writer into a fixed slice; errors instead of growing.
+/// The header and archived batch of a record that `encode_record` wrote at
+/// `offset` of `image`, read back without checking CRC or archive again:
+/// the index applies each record it writes, and checking what it encoded a
+/// moment ago would cost a second pass over every byte.
+///
+/// # Safety
+///
+/// `image` must start at a 16-byte-aligned address, and at `offset` hold a
+/// record as `encode_record` (and `set_pad`) left it, unchanged since.
+pub unsafe fn encoded_record_at(image: &[u8], offset: u64) -> (RecordHeader, &ArchivedBatch) {
+    let start = offset as usize;
+    let h = &image[start..start + RECORD_HEADER_BYTES as usize];
+    assert!(
+        h[0..4] == RECORD_MAGIC,
+        "a record we encoded starts with its magic"
+    );
+    let header = RecordHeader::decode_unchecked(h);
+    let body_start = start + RECORD_HEADER_BYTES as usize;
+    let body = &image[body_start..body_start + header.body_len as usize];
+    assert!(body.as_ptr() as usize % RECORD_ALIGN_BYTES as usize == 0);
+    debug_assert!(record_at(image, offset).is_ok() && access_batch(body).is_ok());
+    // SAFETY: the caller guarantees `body` is an archive `encode_record`
+    // serialized from a `Batch` and left unchanged, at an aligned address.
+    let batch = unsafe { rkyv::access_unchecked::<ArchivedBatch>(body) };
+    (header, batch)
+}
+
+/// Bytes the CRC of a body being written trails its end by at most: it is
+/// folded in while they are still in the cache, instead of in a second pass
+/// over the whole record.
+const CRC_TRAIL_BYTES: usize = 64 << 10;
+
+/// An rkyv writer into a fixed slice; errors instead of growing. rkyv only
+/// appends, so the CRC of `out[..crc_pos]` is kept as it goes.
+/// Invariant: `crc_pos <= pos` and `pos - crc_pos < CRC_TRAIL_BYTES`.
 struct SliceWriter<'a> {
     out: &'a mut [u8],
     pos: usize,
+    crc: u32,
+    crc_pos: usize,
+}
+
+impl SliceWriter<'_> {
+    /// The CRC of everything written.
+    fn crc(&self) -> u32 {
+        crc32c::crc32c_append(self.crc, &self.out[self.crc_pos..self.pos])
+    }
 }
 
 impl Positional for SliceWriter<'_> {
@@ -208,12 +251,18 @@ impl Positional for SliceWriter<'_> {
 
 impl<E: rkyv::rancor::Source> Writer<E> for SliceWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        let end = self.pos + bytes.len();
-        let Some(dst) = self.out.get_mut(self.pos..end) else {
+        if self.out.len() - self.pos < bytes.len() {
             return Err(E::new(BufferFull));
-        };
-        dst.copy_from_slice(bytes);
-        self.pos = end;
+        }
+        for piece in bytes.chunks(CRC_TRAIL_BYTES) {
+            let end = self.pos + piece.len();
+            self.out[self.pos..end].copy_from_slice(piece);
+            self.pos = end;
+            if self.pos - self.crc_pos >= CRC_TRAIL_BYTES {
+                self.crc = crc32c::crc32c_append(self.crc, &self.out[self.crc_pos..self.pos]);
+                self.crc_pos = self.pos;
+            }
+        }
         Ok(())
     }
 }
@@ -251,11 +300,13 @@ pub fn encode_record(
     let mut writer = SliceWriter {
         out: body_out,
         pos: 0,
+        crc: 0,
+        crc_pos: 0,
     };
     rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(batch, &mut writer)
         .expect("record_len_bound reserves enough space");
-    let body_len = writer.pos;
-    let body_crc = crc32c::crc32c(&body_out[..body_len]);
+    let (body_len, body_crc) = (writer.pos, writer.crc());
+    debug_assert_eq!(body_crc, crc32c::crc32c(&body_out[..body_len]));
     let unpadded = RECORD_HEADER_BYTES + body_len as u64;
     let pad_len = (align_up(unpadded, RECORD_ALIGN_BYTES) - unpadded) as u32;
     body_out[body_len..body_len + pad_len as usize].fill(0);
@@ -276,4 +327,59 @@ pub fn set_pad(out: &mut [u8], encoded: &mut Encoded, pad_len: u32) {
     out[body_end..body_end + pad_len as usize].fill(0);
     encoded.header.pad_len = pad_len;
     encoded.header.encode(out, encoded.body_crc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::types::{GroupId, LogIndex, Term};
+
+    /// A batch whose archive mixes many small rkyv writes with payloads
+    /// larger than the CRC trails by, so the streamed CRC crosses pieces.
+    fn mixed_batch(entries: u64, payload_bytes: usize) -> Batch {
+        let mut batch = Batch::new();
+        for i in 0..entries {
+            let payload: Vec<u8> = (0..payload_bytes).map(|b| (b as u64 ^ i) as u8).collect();
+            batch.push_entry(GroupId(i % 7), Term(1), LogIndex(i / 7 + 1), &payload);
+        }
+        batch
+    }
+
+    fn aligned(len: usize) -> rkyv::util::AlignedVec<16> {
+        let mut out = rkyv::util::AlignedVec::<16>::with_capacity(len);
+        out.resize(len, 0xAA); // Garbage where nothing is written.
+        out
+    }
+
+    #[test]
+    fn streamed_crc_matches_a_second_pass_and_reads_back_checked_and_unchecked() {
+        for (entries, payload_bytes) in [(0, 0), (3, 10), (1000, 64), (40, 5000), (2, 200_000)] {
+            let batch = mixed_batch(entries, payload_bytes);
+            let mut out = aligned(record_len_bound(&batch));
+            let encoded = encode_record(&mut out, RecordSeq(9), RecordSeq(8), &batch);
+            let body_end = (RECORD_HEADER_BYTES + u64::from(encoded.header.body_len)) as usize;
+            let body = &out[RECORD_HEADER_BYTES as usize..body_end];
+            assert_eq!(encoded.body_crc, crc32c::crc32c(body));
+
+            let record = record_at(&out, 0).expect("the record validates");
+            assert_eq!(record.header, encoded.header);
+            assert_eq!(
+                record.batch().expect("archive").entry_count(),
+                entries as usize
+            );
+            // SAFETY: `out` holds the record `encode_record` just wrote.
+            let (header, archived) = unsafe { encoded_record_at(&out, 0) };
+            assert_eq!(header, encoded.header);
+            assert!(archived.entries().eq(batch.entries()));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_still_fails_the_crc_check() {
+        let batch = mixed_batch(100, 1000);
+        let mut out = aligned(record_len_bound(&batch));
+        encode_record(&mut out, RecordSeq(1), RecordSeq(0), &batch);
+        out[RECORD_HEADER_BYTES as usize + 70_000] ^= 1;
+        assert!(matches!(record_at(&out, 0), Err(RecordDefect::Crc)));
+    }
 }

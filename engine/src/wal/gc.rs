@@ -1,4 +1,4 @@
-//! Keeping disk use bounded: delete segments that no group needs any more,
+//! Keeping disk use bounded: retire segments that no group needs any more,
 //! and when too many remain, copy the live data of the groups pinning the
 //! oldest ones forward (a rewrite) so those can go too.
 //!
@@ -261,7 +261,7 @@ impl<I: WalIo> Wal<I> {
                 return Ok(removed);
             }
             // Oldest first: a crash part-way leaves a contiguous range.
-            if let Err(source) = self.inner.io.remove(segment).await {
+            if let Err(source) = self.inner.io.retire(segment).await {
                 if source.kind() != std::io::ErrorKind::NotFound {
                     return Err(WalError::Io {
                         op: "removing",

@@ -2,16 +2,17 @@
 //! through glommio's io_uring reactor in production, a simulated disk with a
 //! live and a durable image in tests (see `sim`).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::format::segment_file_name;
+use super::limits::{BLOCK_BYTES, SPARE_SEGMENTS_MAX};
 use super::scan::{DirSource, Image, SegmentSource};
 use super::types::SegmentSeq;
 
@@ -59,6 +60,14 @@ pub trait WalIo: SegmentSource + 'static {
         len_bytes: usize,
     ) -> io::Result<Self::ReadBuf>;
     async fn remove(&self, segment: SegmentSeq) -> io::Result<()>;
+    /// Removes a segment that no record needs any more. A disk may keep the
+    /// file as a spare that a later `prepare` reuses (its blocks are
+    /// written already, so they need not be zeroed again); its old records
+    /// then lie after the new ones, where recovery reads them as a torn
+    /// tail: their seqs and `synced_seq`s are below anything it expects.
+    async fn retire(&self, segment: SegmentSeq) -> io::Result<()> {
+        self.remove(segment).await
+    }
 }
 
 /// A glommio DMA buffer; shared with the reactor while written, so the WAL
@@ -95,23 +104,73 @@ impl Deref for DmaRead {
 
 /// Segment files in a directory on a real file system (not tmpfs: O_DIRECT
 /// silently degrades there), driven by the core's glommio reactor.
+///
+/// Retired segments are renamed to spares (`<seq>.spare`, at most
+/// `SPARE_SEGMENTS_MAX`) and reused by `prepare`, which then only zeroes
+/// their first block instead of writing the whole file.
 pub struct DmaIo {
     dir: DirSource,
     mode: SyncMode,
     files: RefCell<HashMap<SegmentSeq, Rc<DmaFile>>>,
+    /// Spare segment files, oldest first, and how many more `prepare` is
+    /// turning into segments. Invariant: together at most
+    /// `SPARE_SEGMENTS_MAX` once a retire or prepare has run.
+    spares: RefCell<VecDeque<PathBuf>>,
+    spares_reusing: Cell<usize>,
+    /// Reads issued and not finished: while one runs, a retired segment is
+    /// deleted rather than kept, so no read can see it rewritten.
+    reads_in_flight: Cell<usize>,
 }
 
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
+const SPARE_SUFFIX: &str = "spare";
 
 impl DmaIo {
     pub fn new(dir: impl Into<PathBuf>, mode: SyncMode) -> io::Result<DmaIo> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        let spares = list_spares(&dir)?;
         Ok(DmaIo {
             dir: DirSource { dir },
             mode,
             files: RefCell::new(HashMap::new()),
+            spares: RefCell::new(spares),
+            spares_reusing: Cell::new(0),
+            reads_in_flight: Cell::new(0),
         })
+    }
+
+    /// Turns the spare at `spare` into segment file `path` of `size_bytes`:
+    /// its first block (the old segment header) zeroed and durable before
+    /// the rename, so the segment reads as unused until its header is
+    /// written. Its other blocks keep old records (see `WalIo::retire`).
+    /// Returns false (and deletes the spare) if it has another size.
+    ///
+    /// The spare's name is made durable first: were the header zeroed while
+    /// a crash could still bring back its old segment name, recovery would
+    /// find a blank segment in front of used ones and refuse the WAL.
+    async fn reuse_spare(&self, spare: &Path, path: &Path, size_bytes: u64) -> io::Result<bool> {
+        let file = OpenOptions::new().write(true).dma_open(spare).await?;
+        if file.file_size().await? != size_bytes {
+            file.close().await?;
+            std::fs::remove_file(spare)?;
+            return Ok(false);
+        }
+        self.sync_dir()?;
+        let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+        block.as_bytes_mut().fill(0);
+        let written = file.write_at(block, 0).await?;
+        if written != BLOCK_BYTES as usize {
+            return Err(io::Error::other("short write zeroing a spare's header"));
+        }
+        file.fdatasync().await?;
+        file.close().await?;
+        std::fs::rename(spare, path)?;
+        Ok(true)
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        std::fs::File::open(&self.dir.dir)?.sync_all()
     }
 
     async fn file(&self, segment: SegmentSeq) -> io::Result<Rc<DmaFile>> {
@@ -135,12 +194,28 @@ impl DmaIo {
             .dma_open(path)
             .await?;
         file.pre_allocate(size_bytes, false).await?;
+        // One zeroed chunk written over and over: a fresh buffer per chunk
+        // cost a page fault and a memset per 4 KiB on the WAL's core.
+        let zeros = |len: usize| {
+            let mut buf = file.alloc_dma_buffer(len);
+            buf.as_bytes_mut().fill(0);
+            Rc::new(buf)
+        };
+        let chunk = zeros(ZERO_CHUNK_BYTES.min(size_bytes as usize));
         let mut offset = 0;
         while offset < size_bytes {
             let len = ZERO_CHUNK_BYTES.min((size_bytes - offset) as usize);
-            let mut buf = file.alloc_dma_buffer(len);
-            buf.as_bytes_mut().fill(0);
-            file.write_at(buf, offset).await?;
+            let buf = if len == chunk.len() {
+                chunk.clone()
+            } else {
+                zeros(len)
+            };
+            let written = file.write_rc_at(buf, offset).await?;
+            if written != len {
+                return Err(io::Error::other(format!(
+                    "short write zeroing: {written} of {len} bytes"
+                )));
+            }
             offset += len as u64;
         }
         file.fdatasync().await?;
@@ -180,10 +255,22 @@ impl WalIo for DmaIo {
         {
             return Ok(());
         }
-        let tmp = path.with_extension("prep");
-        self.zero_fill(&tmp, size_bytes).await?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir.dir)?.sync_all()
+        let mut reused = false;
+        while !reused {
+            let Some(spare) = self.spares.borrow_mut().pop_front() else {
+                break;
+            };
+            self.spares_reusing.set(self.spares_reusing.get() + 1);
+            let result = self.reuse_spare(&spare, &path, size_bytes).await;
+            self.spares_reusing.set(self.spares_reusing.get() - 1);
+            reused = result?;
+        }
+        if !reused {
+            let tmp = path.with_extension("prep");
+            self.zero_fill(&tmp, size_bytes).await?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        self.sync_dir()
     }
 
     async fn write(
@@ -214,6 +301,7 @@ impl WalIo for DmaIo {
         offset_bytes: u64,
         len_bytes: usize,
     ) -> io::Result<DmaRead> {
+        let _counted = ReadInFlight::count(&self.reads_in_flight);
         let file = self.file(segment).await?;
         Ok(DmaRead(
             file.read_at_aligned(offset_bytes, len_bytes).await?,
@@ -226,4 +314,52 @@ impl WalIo for DmaIo {
         }
         std::fs::remove_file(self.path(segment))
     }
+
+    async fn retire(&self, segment: SegmentSeq) -> io::Result<()> {
+        let file = self.files.borrow_mut().remove(&segment);
+        let shared = file.as_ref().is_some_and(|f| Rc::strong_count(f) > 1);
+        drop(file);
+        let full = self.spares.borrow().len() + self.spares_reusing.get() >= SPARE_SEGMENTS_MAX;
+        if shared || full || self.reads_in_flight.get() > 0 {
+            return std::fs::remove_file(self.path(segment));
+        }
+        let spare = self
+            .dir
+            .dir
+            .join(format!("{:020}.{SPARE_SUFFIX}", segment.0));
+        std::fs::rename(self.path(segment), &spare)?;
+        self.spares.borrow_mut().push_back(spare);
+        Ok(())
+    }
+}
+
+/// Counts a read in `DmaIo::reads_in_flight` until dropped, also when the
+/// read's future is dropped part-way.
+struct ReadInFlight<'a>(&'a Cell<usize>);
+
+impl<'a> ReadInFlight<'a> {
+    fn count(reads: &'a Cell<usize>) -> ReadInFlight<'a> {
+        reads.set(reads.get() + 1);
+        ReadInFlight(reads)
+    }
+}
+
+impl Drop for ReadInFlight<'_> {
+    fn drop(&mut self) {
+        assert!(self.0.get() > 0, "a counted read is in flight");
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// The spare segment files in `dir`, oldest first (left by an earlier run).
+fn list_spares(dir: &Path) -> io::Result<VecDeque<PathBuf>> {
+    let mut spares = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == SPARE_SUFFIX) {
+            spares.push(path);
+        }
+    }
+    spares.sort();
+    Ok(spares.into())
 }

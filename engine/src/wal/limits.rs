@@ -21,8 +21,15 @@ pub const WRITE_BYTES_MAX_DEFAULT: usize = 4 << 20;
 pub const WRITE_BUFFER_BYTES_MIN: usize = 16 << 10;
 /// Bytes of recent writes kept in memory to serve reads without the disk.
 pub const CACHE_BYTES_MAX_DEFAULT: usize = 32 << 20;
-/// Writes in flight at once (the pipeline: one being written, one syncing).
-pub const WRITES_IN_FLIGHT_MAX: usize = 2;
+/// Writes issued and not yet durable at once: some being written while
+/// earlier ones sync.
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
+/// fdatasyncs in flight at once: a write that completes while a sync runs
+/// gets its own sync at once instead of waiting for the running one to end.
+pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
+/// Retired segment files a WAL keeps to reuse instead of zero-filling new
+/// ones (each is a segment's worth of disk).
+pub const SPARE_SEGMENTS_MAX: usize = 2;
 /// Segments beyond which `purge` starts rewriting lagging groups forward.
 pub const SEGMENTS_SOFT_MAX_DEFAULT: usize = 8;
 /// Largest log index an entry, truncation or compaction may name. Far beyond
@@ -33,6 +40,7 @@ pub const LOG_INDEX_MAX: u64 = u64::MAX >> 1;
 pub const SECTOR_BYTES: u64 = 512;
 
 const _: () = assert!(BLOCK_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(SYNCS_IN_FLIGHT_MAX >= 1 && SYNCS_IN_FLIGHT_MAX <= WRITES_IN_FLIGHT_MAX);
 const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT % BLOCK_BYTES == 0);

@@ -50,6 +50,18 @@ pub fn payload(group: u64, index: u64, term: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Appends `rounds` batches, each one entry of `len` bytes for groups 1..=3.
+pub async fn write_rounds<I: WalIo>(wal: &Wal<I>, model: &mut Model, rounds: u64, len: usize) {
+    for _ in 0..rounds {
+        let mut batch = Batch::new();
+        for group in 1..=3 {
+            let index = model.last(group) + 1;
+            model.push(&mut batch, group, index, 1, len);
+        }
+        wal.append(&batch).await.expect("append");
+    }
+}
+
 /// What each group's log must hold: index -> (term, payload).
 #[derive(Clone, Debug, Default)]
 pub struct Model {
