@@ -162,7 +162,7 @@ impl fmt::Display for TornTail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "torn tail at {}:{} ({}), would be truncated on recovery",
+            "torn tail at {}:{} ({}): a write cut short, or records of a reused segment's earlier life; cleared on recovery",
             self.path.display(),
             self.offset_bytes,
             self.why

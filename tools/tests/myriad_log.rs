@@ -336,7 +336,7 @@ fn torn_tail_is_a_warning() {
         "torn tail at {}:{offset}",
         dir.path().join(&file).display()
     )));
-    assert!(text.contains("would be truncated on recovery"));
+    assert!(text.contains("cleared on recovery"));
     assert!(text.trim_end().ends_with("OK, with 1 warning(s)"), "{text}");
     let dump = myriad_log(&["dump", "--json"], dir.path());
     assert_eq!(dump.status.code(), Some(0));

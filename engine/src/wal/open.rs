@@ -176,7 +176,12 @@ async fn clear_torn_tail<I: WalIo>(io: &I, report: &ScanReport) -> Result<(), Wa
         path: path.clone(),
         source,
     };
-    tracing::warn!(path = %path.display(), from, dirty_end, "clearing torn WAL tail");
+    tracing::warn!(
+        path = %path.display(),
+        from,
+        dirty_end,
+        "clearing the WAL's tail: a torn write, or records of a reused segment's earlier life"
+    );
     let chunk_max = 1 << 20;
     let mut at = from;
     while at < dirty_end {
