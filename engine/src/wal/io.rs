@@ -237,6 +237,9 @@ impl SegmentSource for DmaIo {
     fn prefetch(&self, segment: SegmentSeq) {
         self.dir.prefetch(segment)
     }
+    fn parallel(&self) -> Option<DirSource> {
+        Some(self.dir.clone())
+    }
 }
 
 impl WalIo for DmaIo {

@@ -27,10 +27,17 @@ pub trait SegmentSource {
     fn path(&self, segment: SegmentSeq) -> PathBuf;
     /// A hint that `segment` will be read soon: start fetching it now.
     fn prefetch(&self, _segment: SegmentSeq) {}
+    /// The same segments as a source another thread may read, so that a
+    /// scan reads the next segments while it checks one; `None`: the scan
+    /// reads each segment itself when it gets to it.
+    fn parallel(&self) -> Option<DirSource> {
+        None
+    }
 }
 
 /// Segments in a directory, read with plain buffered reads: never writes,
 /// takes no lock, so it works beside a running node.
+#[derive(Clone, Debug)]
 pub struct DirSource {
     pub dir: PathBuf,
 }
@@ -80,6 +87,10 @@ impl SegmentSource for DirSource {
             // SAFETY: plain syscall on a descriptor we own for its duration.
             unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
         }
+    }
+
+    fn parallel(&self) -> Option<DirSource> {
+        Some(self.clone())
     }
 }
 
@@ -142,42 +153,102 @@ pub struct ScanReport {
 /// Segments asked for ahead of the one being scanned: reading several at
 /// once is what lets a virtio disk reach its bandwidth.
 const PREFETCH_SEGMENTS: usize = 4;
+/// Segment images a reading thread may have ready before the scan takes
+/// them (each a segment's size in memory).
+const READ_AHEAD_IMAGES: usize = 1;
 
 /// Calls `visit` for every valid record of the WAL, in order, after checking
 /// its CRC, sequence and archive. Stops the log at a torn tail of the last
 /// used segment; any other defect is a `ScanError` naming file and offset.
-pub fn scan_wal<S, F>(src: &S, mut visit: F) -> Result<ScanReport, ScanError>
+///
+/// When the source allows (`SegmentSource::parallel`), a second thread
+/// reads the segments ahead while this one checks them.
+pub fn scan_wal<S, F>(src: &S, visit: F) -> Result<ScanReport, ScanError>
 where
     S: SegmentSource,
     F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
 {
     let segments = sorted_contiguous(src)?;
+    let Some(reader) = src.parallel() else {
+        let feed = segments.iter().enumerate().map(|(i, &segment)| {
+            prefetch_around(src, &segments, i);
+            let mut image = Image::new();
+            (segment, src.read(segment, &mut image).map(|()| image))
+        });
+        return scan_images(src, feed, visit);
+    };
+    std::thread::scope(|scope| {
+        let (images, feed) = std::sync::mpsc::sync_channel(READ_AHEAD_IMAGES);
+        let (recycle, recycled) = std::sync::mpsc::channel::<Image>();
+        let to_read = segments.clone();
+        scope.spawn(move || {
+            for (i, &segment) in to_read.iter().enumerate() {
+                prefetch_around(&reader, &to_read, i);
+                let mut image = recycled.try_recv().unwrap_or_default();
+                let read = reader.read(segment, &mut image).map(|()| image);
+                if images.send((segment, read)).is_err() {
+                    return; // The scan stopped early.
+                }
+            }
+        });
+        scan_images_recycling(src, feed.into_iter(), visit, |image| {
+            let _ = recycle.send(image);
+        })
+    })
+}
+
+/// Asks for the segments ahead of the `i`-th.
+fn prefetch_around<S: SegmentSource>(src: &S, segments: &[SegmentSeq], i: usize) {
+    if i == 0 {
+        for &ahead in segments.iter().take(PREFETCH_SEGMENTS) {
+            src.prefetch(ahead);
+        }
+    }
+    if let Some(&ahead) = segments.get(i + PREFETCH_SEGMENTS) {
+        src.prefetch(ahead);
+    }
+}
+
+fn scan_images<S, I, F>(src: &S, feed: I, visit: F) -> Result<ScanReport, ScanError>
+where
+    S: SegmentSource,
+    I: Iterator<Item = (SegmentSeq, std::io::Result<Image>)>,
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+{
+    scan_images_recycling(src, feed, visit, drop)
+}
+
+/// The scan over segment images in order; `recycle` gets each image back
+/// once it is done with it.
+fn scan_images_recycling<S, I, F, R>(
+    src: &S,
+    feed: I,
+    mut visit: F,
+    mut recycle: R,
+) -> Result<ScanReport, ScanError>
+where
+    S: SegmentSource,
+    I: Iterator<Item = (SegmentSeq, std::io::Result<Image>)>,
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+    R: FnMut(Image),
+{
     let mut report = ScanReport {
         next_seq: RecordSeq(1),
         ..ScanReport::default()
     };
-    let mut image = Image::new();
     let mut last_image = Image::new();
-    for (i, &segment) in segments.iter().enumerate() {
-        if i == 0 {
-            for &ahead in segments.iter().take(PREFETCH_SEGMENTS) {
-                src.prefetch(ahead);
-            }
-        }
-        if let Some(&ahead) = segments.get(i + PREFETCH_SEGMENTS) {
-            src.prefetch(ahead);
-        }
+    for (segment, read) in feed {
         let path = src.path(segment);
-        src.read(segment, &mut image)
-            .map_err(|source| ScanError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let image = read.map_err(|source| ScanError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let header = match SegmentHeader::decode(&image) {
             Ok(h) => h,
             Err(defect) => {
                 check_unused(&path, defect, &image, report.next_seq)?;
                 report.unused.push(segment);
+                recycle(image);
                 continue;
             }
         };
@@ -192,7 +263,7 @@ where
         let summary = scan_segment(segment, &path, header, &image, &mut visit)?;
         report.next_seq = summary.last_seq.next();
         report.used.push(summary);
-        std::mem::swap(&mut image, &mut last_image);
+        recycle(std::mem::replace(&mut last_image, image));
     }
     if let Some(last) = report.used.last() {
         check_tail(last, &last_image)?;
