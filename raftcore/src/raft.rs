@@ -274,7 +274,8 @@ impl<S: Storage> Raft<S> {
         if self.election_elapsed >= self.cfg.election_timeout_ticks {
             self.startup_guard = false;
         }
-        if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+        let timed_out = self.election_elapsed >= self.randomized_election_timeout;
+        if self.promotable() && (timed_out || self.tracker.is_sole_voter(self.id)) {
             self.election_elapsed = 0;
             self.campaign_now();
         }

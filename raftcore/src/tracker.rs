@@ -238,6 +238,12 @@ impl ProgressTracker {
         self.progress.shrink_to_fit();
     }
 
+    /// Whether `id` is the only voter (not in a joint configuration): it
+    /// elects itself, so it need not wait out an election timeout.
+    pub fn is_sole_voter(&self, id: NodeId) -> bool {
+        self.voters.outgoing.is_empty() && self.voters.incoming.voters() == [id]
+    }
+
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(id)
     }

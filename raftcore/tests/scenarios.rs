@@ -1025,3 +1025,24 @@ fn quiescence() {
         assert_eq!((net.role(n) == Role::Leader, net.term(n)), (n == 1, term), "node {n}");
     }
 }
+
+// ---- A single voter ----------------------------------------------------------------
+
+/// The only voter elects itself on its first tick instead of waiting out an
+/// election timeout (a restarted single-node cluster serves at once); with a
+/// second voter it waits again.
+#[test]
+fn sole_voter_leads_after_one_tick() {
+    let mut net = Net::new(&[1], config);
+    net.tick(1);
+    net.stabilize();
+    assert_eq!(net.role(1), Role::Leader);
+    net.propose(1, "x");
+    net.stabilize();
+    assert_eq!(net.sm(1), strings(&["x"]));
+
+    let mut pair = Net::new(&[1, 2], config);
+    pair.tick(1);
+    pair.stabilize();
+    assert_eq!(pair.role(1), Role::Follower, "two voters wait for the timeout");
+}
