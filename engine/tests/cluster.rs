@@ -266,3 +266,47 @@ fn idle_groups_are_copied_forward_so_old_wal_segments_go() {
         eventually(Duration::from_secs(10), "every replica applied group 2", || stale_get(&c, id, 2, "idle") == Outcome::Ok(Reply::Value(Some(value(2, 0)))));
     }
 }
+
+#[test]
+fn large_entries_are_split_across_wal_records_and_oversized_ones_refused() {
+    // Test nodes have 1 MiB segments: a WAL record is split at 256 KiB, and
+    // an entry may hold a little less than that.
+    let mut c = TestCluster::start(2, 1);
+    let mut client = c.client();
+    expect_done(client.put(1, "warm", "up"), "first write");
+    match client.put(1, "huge", Bytes::from(vec![7u8; 300 << 10])) {
+        Outcome::Failed(e) => assert!(e.contains("exceeds"), "{e}"),
+        other => panic!("a 300 KiB value must be refused: {other:?}"),
+    }
+    // 16 writers of 200 KiB values to one group: one loop iteration gathers
+    // more than a segment of entries for it, which must go out as several
+    // records (one record larger than a segment would stop the core).
+    let map = c.map();
+    let writers: Vec<_> = (0..16u64)
+        .map(|w| {
+            let map = map.clone();
+            std::thread::spawn(move || {
+                let mut client = engine::client::Client::new(map, Default::default());
+                for i in 0..6u64 {
+                    let value = Bytes::from(vec![(w * 16 + i) as u8; 200 << 10]);
+                    expect_done(client.put(1, format!("w{w}-{i}"), value), "200 KiB put");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let mut client = c.client();
+    for w in 0..16u64 {
+        for i in 0..6u64 {
+            assert_eq!(client.get(1, format!("w{w}-{i}")), Outcome::Ok(Reply::Value(Some(Bytes::from(vec![(w * 16 + i) as u8; 200 << 10])))));
+        }
+    }
+}

@@ -82,6 +82,9 @@ pub struct Shard {
     /// An iteration's WAL batch is submitted as a record of its own once its
     /// archive may reach this size: one record must fit in a segment.
     record_split_bytes: u64,
+    /// Longest command a client may propose: its entry alone stays within a
+    /// split record.
+    entry_bytes_max: usize,
 }
 
 /// Messages for each peer, gathered over one iteration.
@@ -160,6 +163,7 @@ impl Shard {
             metrics,
             stopped: Cell::new(false),
             record_split_bytes,
+            entry_bytes_max: entry_bytes_max(record_split_bytes),
         })
     }
 
@@ -269,11 +273,8 @@ impl Shard {
                     let Some(g) = groups.get_mut(&id) else { continue };
                     g.scheduled = false;
                     if g.raw.has_ready() {
-                        let (number, persisted) = self.process_ready(g, &mut batch, &mut outbox)?;
+                        let (number, persisted) = self.process_ready(g, &mut batch, &mut submitted, &mut outbox)?;
                         readies.push((id, number, persisted));
-                        if batch.archived_len_bound() as u64 >= self.record_split_bytes {
-                            submitted = Some(self.submit(&mut batch)?);
-                        }
                     }
                 }
             }
@@ -321,6 +322,14 @@ impl Shard {
         let seq = self.wal.submit(batch).map_err(wal_error)?;
         batch.clear();
         Ok(seq)
+    }
+
+    /// Submits `batch` once it may reach `record_split_bytes`.
+    fn split_if_full(&self, batch: &mut Batch, submitted: &mut Option<RecordSeq>) -> anyhow::Result<()> {
+        if batch.archived_len_bound() as u64 >= self.record_split_bytes {
+            *submitted = Some(self.submit(batch)?);
+        }
+        Ok(())
     }
 
     fn await_durable(self: &Rc<Self>, seq: RecordSeq) {
@@ -399,7 +408,7 @@ impl Shard {
                 None => respond(Reply::UnknownGroup),
                 Some(g) => {
                     g.wake();
-                    client_op(g, op, respond);
+                    client_op(g, op, self.entry_bytes_max, respond);
                     schedule(g, dirty);
                 }
             },
@@ -440,7 +449,10 @@ impl Shard {
     /// Takes one group's ready: appends its writes to `batch`, its early
     /// messages to `outbox`, applies what committed. Returns the ready's
     /// number and the messages that wait for durability.
-    fn process_ready(&self, g: &mut Group, batch: &mut Batch, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
+    ///
+    /// Submits `batch` as a WAL record of its own (its seq into `submitted`)
+    /// whenever it may outgrow `record_split_bytes`, also within one group.
+    fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
         let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
         if let Some(ss) = soft_state {
             if g.on_role_change(ss.role) {
@@ -459,6 +471,7 @@ impl Shard {
         }
         for e in &entries {
             batch.push_entry_tagged(gid, wal::Term(e.term.0), wal::LogIndex(e.index.0), e.kind as u8, &e.data);
+            self.split_if_full(batch, submitted)?;
         }
         let storage = &mut g.raw.raft.log.storage;
         storage.append_owned(entries);
@@ -470,6 +483,7 @@ impl Shard {
         g.apply(committed_entries);
         g.on_read_states(&read_states);
         self.maybe_compact(g, batch)?;
+        self.split_if_full(batch, submitted)?;
         Ok((number, persisted_messages))
     }
 
@@ -516,9 +530,17 @@ impl Shard {
     }
 }
 
-/// Turns a client operation into a proposal or a read of `g`.
-fn client_op(g: &mut Group, op: Op, respond: Responder) {
-    let propose = |g: &mut Group, cmd: KvCommand, respond| g.propose(cmd.encode(), respond);
+/// Turns a client operation into a proposal or a read of `g`. A command
+/// longer than `entry_bytes_max` is refused: its entry would not fit in a
+/// WAL record.
+fn client_op(g: &mut Group, op: Op, entry_bytes_max: usize, respond: Responder) {
+    let propose = |g: &mut Group, cmd: KvCommand, respond: Responder| {
+        let command = cmd.encode();
+        if command.len() > entry_bytes_max {
+            return respond(Reply::Error(format!("a command of {} bytes exceeds the {entry_bytes_max} bytes an entry may have with this node's WAL segment size", command.len())));
+        }
+        g.propose(command, respond)
+    };
     match op {
         Op::Put { key, value } => propose(g, KvCommand::Put { key, value }, respond),
         Op::Delete { key } => propose(g, KvCommand::Delete { key }, respond),
@@ -548,6 +570,15 @@ fn bootstrap_hard_state(voters: &[NodeId]) -> wal::HardState {
 fn record_split_bytes(cfg: &NodeConfig) -> u64 {
     (cfg.wal_segment_size_bytes / 4).min(wal::limits::WRITE_BYTES_MAX_DEFAULT as u64)
 }
+
+/// A split record's bytes less the room its metadata may take: what one
+/// entry's command may have.
+fn entry_bytes_max(record_split_bytes: u64) -> usize {
+    (record_split_bytes as usize).saturating_sub(ENTRY_OVERHEAD_BYTES_MAX)
+}
+
+/// Record, batch and entry metadata around one entry, bounded generously.
+const ENTRY_OVERHEAD_BYTES_MAX: usize = 4096;
 
 /// WAL errors may share an `Rc`; keep their message for `anyhow`.
 fn wal_error(e: wal::WalError) -> anyhow::Error {
