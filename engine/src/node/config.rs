@@ -48,7 +48,9 @@ pub struct NodeConfig {
     /// many applied entries.
     #[serde(default = "default_compact_every_entries")]
     pub compact_every_entries: u64,
-    /// Size of each WAL segment file (preallocated, 4 KiB multiple).
+    /// Size of each WAL segment file (preallocated, 4 KiB multiple). A
+    /// client command may have at most a quarter of it (4 MiB at most) less
+    /// 4 KiB; every node of a cluster should use the same size.
     #[serde(default = "default_wal_segment_size_bytes")]
     pub wal_segment_size_bytes: u64,
     /// WAL segments per core beyond which the once-a-second purge copies the

@@ -348,7 +348,8 @@ pin_cores = false
 # A group snapshots its state and compacts its log every this many entries.
 compact_every_entries = 8192
 
-# Size of each preallocated WAL segment file (one WAL per core).
+# Size of each preallocated WAL segment file (one WAL per core). A command
+# may have a quarter of it (at most 4 MiB) less 4 KiB; use one size cluster-wide.
 wal_segment_size_bytes = 67108864
 
 # Uncomment to copy idle groups' entries forward once a core's WAL holds more
