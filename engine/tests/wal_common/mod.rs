@@ -50,6 +50,14 @@ pub fn payload(group: u64, index: u64, term: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Small segments and rewrites past 4 of them: purges rewrite soon.
+pub fn gc_opts() -> WalOptions {
+    WalOptions {
+        segments_soft_max: 4,
+        ..small_opts()
+    }
+}
+
 /// Appends `rounds` batches, each one entry of `len` bytes for groups 1..=3.
 pub async fn write_rounds<I: WalIo>(wal: &Wal<I>, model: &mut Model, rounds: u64, len: usize) {
     for _ in 0..rounds {
