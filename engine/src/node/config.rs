@@ -123,6 +123,8 @@ pub enum ConfigError {
     CompactEvery,
     #[error("{0}")]
     Wal(String),
+    #[error("{0}")]
+    PortOverlap(String),
     #[error("the peer port {port} + {cores} cores does not fit in 65535")]
     PortRange { port: u16, cores: u32 },
     #[error("cannot read {path}: {source}")]
@@ -168,6 +170,25 @@ impl NodeConfig {
         for addr in self.peers.values().chain([&self.client_addr]) {
             if addr.port() != 0 && u32::from(addr.port()) + self.cores > 65_535 {
                 return Err(ConfigError::PortRange { port: addr.port(), cores: self.cores });
+            }
+        }
+        self.check_port_overlap()
+    }
+
+    /// Core `k` binds port + `k` of each range: ranges on one host must not
+    /// meet (port 0 picks free ports and never does).
+    fn check_port_overlap(&self) -> Result<(), ConfigError> {
+        let mut ranges: Vec<(String, SocketAddr)> = self.peers.iter().map(|(id, a)| (format!("the peer ports of node {id}"), *a)).collect();
+        ranges.push(("this node's client ports".into(), self.client_addr));
+        ranges.retain(|(_, a)| a.port() != 0);
+        let cores = self.cores as u16;
+        for (i, (what_a, a)) in ranges.iter().enumerate() {
+            for (what_b, b) in &ranges[i + 1..] {
+                let same_host = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if same_host && a.port() < b.port() + cores && b.port() < a.port() + cores {
+                    let range = |a: &SocketAddr| format!("{}:{}..{}", a.ip(), a.port(), a.port() + cores - 1);
+                    return Err(ConfigError::PortOverlap(format!("{what_a} ({}) overlap {what_b} ({}) with {} cores per node", range(a), range(b), self.cores)));
+                }
             }
         }
         Ok(())
@@ -218,7 +239,7 @@ mod tests {
     fn toml_with_peer_ids_as_keys_round_trips() {
         let text = r#"
             node_id = 2
-            client_addr = "127.0.0.1:7200"
+            client_addr = "127.0.0.1:7300"
             data_dir = "/tmp/x"
             cores = 2
             groups = 10
@@ -234,6 +255,27 @@ mod tests {
         assert_eq!(back.peers, cfg.peers);
         let bad = text.replace("1 = ", "one = ");
         assert!(toml::from_str::<NodeConfig>(&bad).unwrap_err().to_string().contains("not a node id"));
+    }
+
+    #[test]
+    fn overlapping_port_ranges_are_refused() {
+        let text = r#"
+            node_id = 1
+            client_addr = "127.0.0.1:7102"
+            data_dir = "/tmp/x"
+            cores = 2
+            groups = 10
+            [peers]
+            1 = "127.0.0.1:7100"
+            2 = "127.0.0.2:7100"
+        "#;
+        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let overlapping: NodeConfig = toml::from_str(&text.replace("7102", "7101")).unwrap();
+        let err = overlapping.validate().unwrap_err().to_string();
+        assert!(err.contains("overlap") && err.contains("127.0.0.1:7100..7101"), "{err}");
+        let wildcard: NodeConfig = toml::from_str(&text.replace("127.0.0.1:7102", "0.0.0.0:7101")).unwrap();
+        assert!(wildcard.validate().is_err(), "a wildcard address meets every host");
     }
 
     #[test]

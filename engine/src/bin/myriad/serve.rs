@@ -167,29 +167,12 @@ fn to_toml(cfg: &NodeConfig) -> anyhow::Result<String> {
     toml::to_string(&table).context("writing the configuration as TOML")
 }
 
-/// One port range a node binds: `port..port + cores` on `ip`.
-struct PortRange {
-    what: String,
-    ip: IpAddr,
-    port: u16,
-}
-
-/// Refuses overlapping and taken ports before the node starts. glommio binds
-/// with SO_REUSEPORT, so a second node on a taken port binds without error
-/// and silently takes a share of its connections.
+/// Refuses taken ports before the node starts (overlapping ranges are
+/// refused by `NodeConfig::validate`). glommio binds with SO_REUSEPORT, so a
+/// second node on a taken port binds without error and silently takes a
+/// share of its connections.
 fn check_ports(cfg: &NodeConfig) -> anyhow::Result<()> {
-    let mut ranges: Vec<PortRange> = cfg.peers.iter().map(|(id, a)| PortRange { what: format!("the peer ports of node {id}"), ip: a.ip(), port: a.port() }).collect();
-    ranges.push(PortRange { what: "this node's client ports".into(), ip: cfg.client_addr.ip(), port: cfg.client_addr.port() });
-    ranges.retain(|r| r.port != 0);
     let cores = cfg.cores as u16;
-    for (i, a) in ranges.iter().enumerate() {
-        for b in &ranges[i + 1..] {
-            let same_host = a.ip == b.ip || a.ip.is_unspecified() || b.ip.is_unspecified();
-            if same_host && a.port < b.port + cores && b.port < a.port + cores {
-                anyhow::bail!("{} ({}:{}..{}) overlap {} ({}:{}..{}) with {} cores per node", a.what, a.ip, a.port, a.port + cores - 1, b.what, b.ip, b.port, b.port + cores - 1, cfg.cores);
-            }
-        }
-    }
     let mine = (0..cfg.cores).filter_map(|k| cfg.peer_addr(cfg.node_id, k));
     let clients = (0..cores).filter(|_| cfg.client_addr.port() != 0).map(|k| SocketAddr::new(cfg.client_addr.ip(), cfg.client_addr.port() + k));
     for addr in mine.chain(clients) {
