@@ -310,3 +310,37 @@ fn large_entries_are_split_across_wal_records_and_oversized_ones_refused() {
         }
     }
 }
+
+/// A client that sends its requests and closes its sending half still gets
+/// every answer before the server closes the connection.
+#[test]
+fn a_client_that_half_closes_gets_every_answer() {
+    use engine::client::proto::{self, Request};
+    use engine::framing::Decoded;
+    use std::io::{Read, Write};
+    let c = TestCluster::start(1, 1);
+    let mut client = c.client();
+    expect_done(client.put(1, "warm", "up"), "first write");
+    let leader = client.leader_of(1).expect("a leader answered");
+    let mut s = std::net::TcpStream::connect(c.client_addrs[&leader][0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = Vec::new();
+    proto::encode_client_hello(&mut out);
+    let requests = 50u64;
+    for id in 0..requests {
+        let op = Op::Put { key: Bytes::from(format!("h{id}")), value: value(1, id) };
+        proto::encode_request(&Request { id, group: 1, op }, &mut out);
+    }
+    s.write_all(&out).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("the server closes after answering");
+    let Decoded::Frame(_, mut at) = proto::decode_server_hello(&got).unwrap() else { panic!("no server hello") };
+    let mut answered = 0;
+    while let Decoded::Frame(response, used) = proto::decode_response(&got[at..]).unwrap() {
+        assert_eq!(response.reply, Reply::Done, "request {}", response.id);
+        answered += 1;
+        at += used;
+    }
+    assert_eq!((answered, at), (requests, got.len()));
+}

@@ -2,6 +2,7 @@
 //! requests, hands them to the core's event loop and writes the replies back
 //! as they come (in completion order). Each connection has a bound on
 //! requests in flight; past it the server stops reading until replies drain.
+//! A client that closes its sending half still gets every answer.
 //! A malformed frame closes that connection with a logged error.
 
 use std::cell::{Cell, RefCell};
@@ -20,6 +21,9 @@ use crate::tasks::TaskSet;
 /// Requests of one connection waiting for replies before reading pauses.
 pub const CONNECTION_INFLIGHT_MAX: usize = 8192;
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// How long a connection whose client closed its sending half keeps waiting
+/// to write the answers still pending.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The reply side of one connection, shared by the responders of its requests.
 struct Outgoing {
@@ -102,8 +106,11 @@ async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, t
     let writer_out = out.clone();
     tasks.spawn(async move {
         let mut pending = Vec::new();
-        while !writer_out.closed.get() {
+        loop {
             if writer_out.buf.borrow().is_empty() {
+                if writer_out.closed.get() {
+                    return; // Everything answered is written.
+                }
                 writer_out.wake_writer.wait().await;
                 continue;
             }
@@ -117,9 +124,28 @@ async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, t
         }
     });
     let result = read_requests(&mut rd, &mut buf, filled, &shard, &out).await;
+    if result.is_ok() {
+        // The client closed its sending half (or the node stops): answer
+        // what it asked before closing, for a while.
+        drain(&out).await;
+    }
     out.closed.set(true);
     out.wake_writer.notify();
     result
+}
+
+/// Waits until every request of the connection is answered (each answer
+/// notifies `wake_reader`), the writer failed, or `DRAIN_TIMEOUT` passed.
+async fn drain(out: &Outgoing) {
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    while out.inflight.get() > 0 && !out.closed.get() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            tracing::warn!(unanswered = out.inflight.get(), "client closed its side; giving up on the answers still pending");
+            return;
+        }
+        futures_lite::future::or(out.wake_reader.wait(), glommio::timer::sleep(left)).await;
+    }
 }
 
 async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>, mut filled: usize, shard: &Weak<Shard>, out: &Rc<Outgoing>) -> Result<(), ConnError> {
