@@ -315,7 +315,6 @@ impl Shard {
         }
     }
 
-    /// Spawns the wait for record `seq`; its completion comes back as an event.
     /// Queues `batch` as one WAL record and empties it.
     fn submit(&self, batch: &mut Batch) -> anyhow::Result<RecordSeq> {
         self.metrics.wal_entries.fetch_add(batch.entry_count() as u64, Ordering::Relaxed);
@@ -332,6 +331,7 @@ impl Shard {
         Ok(())
     }
 
+    /// Spawns the wait for record `seq`; its completion comes back as an event.
     fn await_durable(self: &Rc<Self>, seq: RecordSeq) {
         let wal = self.wal.clone();
         let shard = Rc::downgrade(self);
