@@ -2,51 +2,16 @@
 //! cluster under unique-key write load loses its busiest node; every group
 //! gets a leader again and every acknowledged write is read back.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn failover_re_elects_and_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("failover.json");
-    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
-        .args([
-            "failover",
-            "--groups",
-            "20",
-            "--clients",
-            "16",
-            "--before",
-            "2s",
-            "--after",
-            "4s",
-            "--quiet",
-        ])
-        .args([
-            "--json",
-            json.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ])
-        .output()
-        .expect("running myriad-bench");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "a short run stays short"
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.starts_with("myriad-bench failover:"), "{stdout}");
-
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let data = common::data_dir();
+    let args = ["failover", "--groups", "20", "--clients", "16", "--before", "2s", "--after", "4s", "--quiet"];
+    let common::Run { stdout, result: r } = common::run_bench(&args, Some(data.path()), Duration::from_secs(60), Some("failover"));
     assert_eq!(r["mode"], "failover");
     assert_eq!(r["config"]["groups"], 20);
     assert_eq!(r["config"]["nodes"], 3);

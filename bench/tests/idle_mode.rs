@@ -2,52 +2,18 @@
 //! cluster elects a leader for every group, settles, and the JSON has every
 //! field BENCH.md gives the mode, with sane values.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn idle_mode_elects_and_measures() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("idle.json");
-    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
-        .args([
-            "idle",
-            "--groups",
-            "200",
-            "--cores",
-            "1",
-            "--settle",
-            "2s",
-            "--measure",
-            "1s",
-            "--quiet",
-        ])
-        .args([
-            "--json",
-            json.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ])
-        .output()
-        .expect("running myriad-bench idle");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "a short run stays short"
-    );
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.starts_with("myriad-bench idle:"), "{stdout}");
+    let data = common::data_dir();
+    let args = ["idle", "--groups", "200", "--cores", "1", "--settle", "2s", "--measure", "1s", "--quiet"];
+    let common::Run { stdout, result: r } = common::run_bench(&args, Some(data.path()), Duration::from_secs(60), Some("idle"));
     assert!(stdout.contains("idle cpu"), "{stdout}");
 
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["mode"], "idle");
     assert_eq!(r["config"]["nodes"], 3);
     assert_eq!(r["config"]["groups"], 200);

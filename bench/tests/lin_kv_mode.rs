@@ -3,48 +3,22 @@
 //! most once, and with a single client the history is a valid sequential
 //! register history.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 /// Runs lin-kv with `extra` flags; returns the JSON result and the history events.
 fn lin_kv(extra: &[&str]) -> (Value, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("lin-kv.json");
     let history = dir.path().join("history.jsonl");
-    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
-        .args([
-            "lin-kv",
-            "--duration",
-            "2s",
-            "--quiet",
-            "--history",
-            history.to_str().unwrap(),
-        ])
-        .args(extra)
-        .args([
-            "--json",
-            json.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ])
-        .output()
-        .expect("running myriad-bench");
-    assert!(
-        started.elapsed() < Duration::from_secs(40),
-        "a short run stays short"
-    );
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let data = common::data_dir();
+    let mut args = vec!["lin-kv", "--duration", "2s", "--quiet", "--history", history.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let r = common::run_bench(&args, Some(data.path()), Duration::from_secs(40), None).result;
     (r, read_history(&history))
 }
 

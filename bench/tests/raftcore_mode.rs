@@ -1,27 +1,14 @@
 //! `myriad-bench raftcore` end to end: a short run of a small shape writes a
 //! JSON result with every field BENCH.md lists for the mode, with sane values.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::time::Duration;
 
 #[test]
 fn raftcore_mode_reports_throughput_cpu_and_idle_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("raftcore.json");
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
-        .args(["raftcore", "--groups", "20", "--batch", "8", "--duration", "400ms", "--idle-groups", "200", "--quiet"])
-        .args(["--json", json.to_str().unwrap()])
-        .output()
-        .expect("running myriad-bench");
-    assert!(started.elapsed() < Duration::from_secs(60), "a short run stays short");
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.starts_with("myriad-bench raftcore:"), "{stdout}");
-
-    let result: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let args = ["raftcore", "--groups", "20", "--batch", "8", "--duration", "400ms", "--idle-groups", "200", "--quiet"];
+    let result = common::run_bench(&args, None, Duration::from_secs(60), Some("raftcore")).result;
     assert_eq!(result["mode"], "raftcore");
     assert_eq!(result["config"]["groups"], 20);
     assert_eq!(result["config"]["batch_entries"], 8);

@@ -2,49 +2,22 @@
 //! its WAL, restarts and serves every group again; a second run on the kept
 //! data directory replays the same WAL without writing and times the phases.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 const WAL_BYTES: u64 = 32 << 20;
 
 fn recovery(data: &Path, extra: &[&str]) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("recovery.json");
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
-        .args([
-            "recovery",
-            "--wal-bytes",
-            "32MiB",
-            "--groups",
-            "20",
-            "--quiet",
-        ])
-        .args(extra)
-        .args([
-            "--json",
-            json.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .expect("running myriad-bench recovery");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "a short run stays short"
-    );
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.starts_with("myriad-bench recovery:"), "{stdout}");
-    assert!(stdout.contains("replay"), "{stdout}");
-    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    let wal_bytes = WAL_BYTES.to_string();
+    let mut args = vec!["recovery", "--wal-bytes", &wal_bytes, "--groups", "20", "--quiet"];
+    args.extend_from_slice(extra);
+    let run = common::run_bench(&args, Some(data), Duration::from_secs(60), Some("recovery"));
+    assert!(run.stdout.contains("replay"), "{}", run.stdout);
+    run.result
 }
 
 fn check_replay(r: &Value) {

@@ -2,28 +2,15 @@
 //! 3-node cluster over loopback TCP with fsynced WALs; the JSON has every
 //! common field of BENCH.md with sane values.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::time::Duration;
 
 #[test]
 fn default_mode_writes_through_an_embedded_cluster() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("write.json");
-    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_myriad-bench"))
-        .args(["--groups", "20", "--clients", "32", "--duration", "1s", "--read-ratio", "0.2", "--quiet"])
-        .args(["--json", json.to_str().unwrap(), "--data-dir", data.path().to_str().unwrap()])
-        .output()
-        .expect("running myriad-bench");
-    assert!(started.elapsed() < Duration::from_secs(60), "a short run stays short");
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.starts_with("myriad-bench write:"), "{stdout}");
-
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let data = common::data_dir();
+    let args = ["--groups", "20", "--clients", "32", "--duration", "1s", "--read-ratio", "0.2", "--quiet"];
+    let r = common::run_bench(&args, Some(data.path()), Duration::from_secs(60), Some("write")).result;
     assert_eq!(r["mode"], "write");
     for (k, v) in [("nodes", 3), ("groups", 20), ("clients", 32), ("payload_bytes", 64)] {
         assert_eq!(r["config"][k], v, "config.{k}");
