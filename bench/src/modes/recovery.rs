@@ -597,9 +597,6 @@ fn report(out: &mut Outcome, wal: &WalImage, scan_s: f64, r: &Restart, evicted: 
     ));
 }
 
-/// Payloads the breakdown's WAL open keeps for the replay, as the node's.
-const KEPT_BYTES_MAX: usize = 2 << 30;
-
 /// Phases of recovery timed apart, outside the node.
 struct Phases {
     wal_open_s: f64,
@@ -631,7 +628,7 @@ fn breakdown(args: &RecoveryArgs, node_dir: &Path, progress: &Progress) -> anyho
                     ..Default::default()
                 };
                 let t = Instant::now();
-                let (wal, kept) = engine::wal::Wal::open_dir_keeping(&wal_dir, opts, KEPT_BYTES_MAX)
+                let (wal, kept) = engine::wal::Wal::open_dir_keeping(&wal_dir, opts, engine::node::shard::REPLAY_KEPT_BYTES_MAX)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let open_s = t.elapsed().as_secs_f64();

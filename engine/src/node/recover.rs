@@ -10,6 +10,7 @@ use raftcore::{Config, ConfState, EntryKind, MemStorage, NodeId, RawNode, Storag
 
 use super::group::Group;
 use super::id_map::IdMap;
+use super::shard::wal_error;
 use super::snapshot_file::SnapshotDir;
 use crate::kv::{KvStore, StateMachine};
 use crate::wal::{self, DmaIo, Wal};
@@ -22,6 +23,8 @@ struct Pending {
     lo: u64,
     last: u64,
     entries: Vec<raftcore::Entry>,
+    /// The hard state the WAL holds for the group.
+    hard_state: Option<wal::HardState>,
 }
 
 /// Rebuilds `groups` from `snapshots` and `wal`.
@@ -53,13 +56,13 @@ pub async fn recover_groups(
         }
     })
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(wal_error)?;
     if let Some(err) = bad_entry {
         return Err(err);
     }
     let mut out = IdMap::default();
     for (group, p) in pending {
-        out.insert(group, finish(wal, group, p, cfg.clone())?);
+        out.insert(group, finish(group, p, cfg.clone())?);
     }
     Ok(out)
 }
@@ -87,7 +90,8 @@ fn from_snapshot(
         }),
     };
     let base = storage.last_index().0;
-    let (lo, last) = match wal.group(wal::GroupId(group)) {
+    let info = wal.group(wal::GroupId(group));
+    let (lo, last) = match info {
         Some(info) => {
             let lo = info.first_index.0.max(base + 1);
             anyhow::ensure!(
@@ -106,11 +110,12 @@ fn from_snapshot(
         lo,
         last,
         entries: Vec::with_capacity(wanted),
+        hard_state: info.and_then(|i| i.hard_state),
     })
 }
 
 /// Puts the replayed entries and the WAL's hard state into the group.
-fn finish(wal: &Wal<DmaIo>, group: u64, mut p: Pending, cfg: Arc<Config>) -> anyhow::Result<Group> {
+fn finish(group: u64, mut p: Pending, cfg: Arc<Config>) -> anyhow::Result<Group> {
     if !p.entries.is_sorted_by_key(|e| e.index) {
         p.entries.sort_unstable_by_key(|e| e.index);
     }
@@ -129,7 +134,7 @@ fn finish(wal: &Wal<DmaIo>, group: u64, mut p: Pending, cfg: Arc<Config>) -> any
     );
     let base = p.storage.last_index();
     p.storage.append_owned(p.entries);
-    if let Some(hs) = wal.group(wal::GroupId(group)).and_then(|info| info.hard_state) {
+    if let Some(hs) = p.hard_state {
         let commit = raftcore::LogIndex(hs.commit.0)
             .max(base)
             .min(p.storage.last_index());

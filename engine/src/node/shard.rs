@@ -31,7 +31,7 @@ use crate::wal::{self, Batch, DmaIo, RecordSeq, Wal};
 /// Entry payloads a core keeps from the scan that opens its WAL, so that its
 /// groups are rebuilt without reading the WAL again; records beyond it are
 /// read a second time.
-const REPLAY_KEPT_BYTES_MAX: usize = 2 << 30;
+pub const REPLAY_KEPT_BYTES_MAX: usize = 2 << 30;
 /// Events handled per loop iteration before the readies are collected.
 const EVENTS_PER_ITERATION_MAX: usize = 8192;
 /// A group idle for this many ticks stops being ticked (less than the
@@ -581,6 +581,6 @@ fn entry_bytes_max(record_split_bytes: u64) -> usize {
 const ENTRY_OVERHEAD_BYTES_MAX: usize = 4096;
 
 /// WAL errors may share an `Rc`; keep their message for `anyhow`.
-fn wal_error(e: wal::WalError) -> anyhow::Error {
+pub(super) fn wal_error(e: wal::WalError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }

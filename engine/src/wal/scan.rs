@@ -175,7 +175,7 @@ where
             let mut image = Image::new();
             (segment, src.read(segment, &mut image).map(|()| image))
         });
-        return scan_images(src, feed, visit);
+        return scan_images(src, feed, visit, drop);
     };
     std::thread::scope(|scope| {
         let (images, feed) = std::sync::mpsc::sync_channel(READ_AHEAD_IMAGES);
@@ -191,7 +191,7 @@ where
                 }
             }
         });
-        scan_images_recycling(src, feed.into_iter(), visit, |image| {
+        scan_images(src, feed.into_iter(), visit, |image| {
             let _ = recycle.send(image);
         })
     })
@@ -209,18 +209,9 @@ fn prefetch_around<S: SegmentSource>(src: &S, segments: &[SegmentSeq], i: usize)
     }
 }
 
-fn scan_images<S, I, F>(src: &S, feed: I, visit: F) -> Result<ScanReport, ScanError>
-where
-    S: SegmentSource,
-    I: Iterator<Item = (SegmentSeq, std::io::Result<Image>)>,
-    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
-{
-    scan_images_recycling(src, feed, visit, drop)
-}
-
 /// The scan over segment images in order; `recycle` gets each image back
 /// once it is done with it.
-fn scan_images_recycling<S, I, F, R>(
+fn scan_images<S, I, F, R>(
     src: &S,
     feed: I,
     mut visit: F,
