@@ -9,14 +9,18 @@ use rkyv::{Archive, Serialize};
 use super::limits::LOG_INDEX_MAX;
 use super::types::{GroupId, HardState, LogIndex, Term};
 
-/// One entry's fixed part; its payload is `payload[offset..offset + len]`.
+/// Consecutive entries of one group with one term: indexes `first_index ..
+/// first_index + count`, stored in slots `first_slot .. first_slot + count`.
+/// Runs tile the batch's slots in order. Raft appends runs like this, so
+/// the per-entry cost on disk is the 4-byte payload end, not 32 bytes of
+/// group, term and index.
 #[derive(Archive, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EntryMeta {
+pub struct EntryRun {
     pub group: u64,
     pub term: u64,
-    pub index: u64,
-    pub payload_offset: u32,
-    pub payload_len: u32,
+    pub first_index: u64,
+    pub first_slot: u32,
+    pub count: u32,
 }
 
 /// A group's new hard state.
@@ -47,10 +51,14 @@ pub struct Compaction {
 /// A batch as written. Applied in this order: truncations, entries, hard
 /// states, compactions, removals.
 ///
-/// Invariant: every entry's payload range lies inside `payload`.
+/// Invariants: `runs` tile the slots `0..payload_ends.len()` in order, each
+/// with `count >= 1`; `payload_ends` ascends and ends at most at
+/// `payload.len()`. Entry `i`'s payload is `payload[end(i - 1)..end(i)]`,
+/// where `end(-1)` is 0.
 #[derive(Archive, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
-    entries: Vec<EntryMeta>,
+    runs: Vec<EntryRun>,
+    payload_ends: Vec<u32>,
     payload: Vec<u8>,
     hard_states: Vec<HardStateUpdate>,
     truncations: Vec<Truncation>,
@@ -94,25 +102,32 @@ impl Batch {
         self.push_parts(group, term, index, &[&[tag], payload]);
     }
 
-    /// Appends an entry whose payload is the concatenation of `parts`.
+    /// Appends an entry whose payload is the concatenation of `parts`; it
+    /// extends the last run when it follows that run's last entry.
     fn push_parts(&mut self, group: GroupId, term: Term, index: LogIndex, parts: &[&[u8]]) {
-        let offset = u32::try_from(self.payload.len()).expect("batch payload fits u32");
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let len = u32::try_from(len).expect("entry payload fits u32");
-        assert!(
-            offset.checked_add(len).is_some(),
-            "batch payload exceeds 4 GiB"
-        );
+        let end = u32::try_from(self.payload.len() + len).expect("batch payload exceeds 4 GiB");
         for part in parts {
             self.payload.extend_from_slice(part);
         }
-        self.entries.push(EntryMeta {
-            group: group.0,
-            term: term.0,
-            index: index.0,
-            payload_offset: offset,
-            payload_len: len,
-        });
+        let slot = u32::try_from(self.payload_ends.len()).expect("batch entries fit u32");
+        self.payload_ends.push(end);
+        match self.runs.last_mut() {
+            Some(run)
+                if run.group == group.0
+                    && run.term == term.0
+                    && run.first_index.checked_add(u64::from(run.count)) == Some(index.0) =>
+            {
+                run.count += 1;
+            }
+            _ => self.runs.push(EntryRun {
+                group: group.0,
+                term: term.0,
+                first_index: index.0,
+                first_slot: slot,
+                count: 1,
+            }),
+        }
     }
 
     pub fn set_hard_state(&mut self, group: GroupId, state: HardState) {
@@ -154,8 +169,8 @@ impl Batch {
     /// Refuses log indexes no log can hold (see `check_log_index`), the same
     /// check recovery applies to every record it reads.
     pub fn check(&self) -> Result<(), BatchDefect> {
-        for m in &self.entries {
-            check_log_index(m.group, IndexUse::Entry, m.index)?;
+        for r in &self.runs {
+            check_run_indexes(r.group, r.first_index, r.count)?;
         }
         for t in &self.truncations {
             check_log_index(t.group, IndexUse::Truncation, t.from_index)?;
@@ -168,7 +183,8 @@ impl Batch {
 
     /// Empties the batch, keeping its buffers for the next loop iteration.
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.runs.clear();
+        self.payload_ends.clear();
         self.payload.clear();
         self.hard_states.clear();
         self.truncations.clear();
@@ -178,7 +194,7 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.payload_ends.is_empty()
             && self.hard_states.is_empty()
             && self.truncations.is_empty()
             && self.compactions.is_empty()
@@ -186,7 +202,7 @@ impl Batch {
     }
 
     pub fn entry_count(&self) -> usize {
-        self.entries.len()
+        self.payload_ends.len()
     }
 
     pub fn payload_bytes(&self) -> usize {
@@ -195,7 +211,7 @@ impl Batch {
 
     /// Every group this batch changes (with repeats).
     pub fn groups_touched(&self) -> impl Iterator<Item = GroupId> + '_ {
-        let entries = self.entries.iter().map(|e| e.group);
+        let entries = self.runs.iter().map(|r| r.group);
         let states = self.hard_states.iter().map(|h| h.group);
         let truncations = self.truncations.iter().map(|t| t.group);
         let compactions = self.compactions.iter().map(|c| c.group);
@@ -228,12 +244,23 @@ impl Batch {
         self.removals.iter().map(|&g| GroupId(g))
     }
 
+    /// The runs: (group, first index, entry count), in slot order.
+    pub fn runs(&self) -> impl Iterator<Item = (GroupId, LogIndex, u32)> + '_ {
+        self.runs.iter().map(|r| (GroupId(r.group), LogIndex(r.first_index), r.count))
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
-        self.entries.iter().map(|m| EntryRef {
-            group: GroupId(m.group),
-            term: Term(m.term),
-            index: LogIndex(m.index),
-            payload: &self.payload[m.payload_offset as usize..][..m.payload_len as usize],
+        self.runs.iter().flat_map(move |r| {
+            (0..r.count).map(move |k| {
+                let slot = (r.first_slot + k) as usize;
+                let start = if slot == 0 { 0 } else { self.payload_ends[slot - 1] as usize };
+                EntryRef {
+                    group: GroupId(r.group),
+                    term: Term(r.term),
+                    index: LogIndex(r.first_index + u64::from(k)),
+                    payload: &self.payload[start..self.payload_ends[slot] as usize],
+                }
+            })
         })
     }
 
@@ -241,7 +268,8 @@ impl Batch {
     pub fn archived_len_bound(&self) -> usize {
         let fixed = std::mem::size_of::<ArchivedBatch>() + 7 * 16;
         fixed
-            + self.entries.len() * std::mem::size_of::<ArchivedEntryMeta>()
+            + self.runs.len() * std::mem::size_of::<ArchivedEntryRun>()
+            + self.payload_ends.len() * 4
             + self.payload.len()
             + self.hard_states.len() * std::mem::size_of::<ArchivedHardStateUpdate>()
             + self.truncations.len() * std::mem::size_of::<ArchivedTruncation>()
@@ -255,13 +283,22 @@ impl Batch {
 pub enum BatchDefect {
     #[error("archive structure invalid: {0}")]
     Structure(String),
-    #[error("entry {entry} payload range {offset}+{len} outside payload of {payload_len} bytes")]
+    #[error("entry {entry} payload ends at {end}, before the previous entry's end {previous_end} or past the payload's {payload_len} bytes")]
     PayloadRange {
         entry: usize,
-        offset: u32,
-        len: u32,
+        end: u32,
+        previous_end: u32,
         payload_len: usize,
     },
+    #[error("entry run {run} (slots {first_slot}+{count}) does not follow the previous run (next slot {expected_slot}) or is empty")]
+    RunSlots {
+        run: usize,
+        first_slot: u32,
+        count: u32,
+        expected_slot: u64,
+    },
+    #[error("entry runs cover {covered} slots but the batch has {entries} entries")]
+    RunCoverage { covered: u64, entries: usize },
     #[error("group {group}: {what} index {index} outside {lowest}..={max}", lowest = .what.lowest(), max = LOG_INDEX_MAX)]
     LogIndex {
         group: u64,
@@ -308,6 +345,13 @@ pub fn check_log_index(group: u64, what: IndexUse, index: u64) -> Result<(), Bat
     Err(BatchDefect::LogIndex { group, what, index })
 }
 
+/// Checks the first and last index of a run of `count` consecutive entries.
+fn check_run_indexes(group: u64, first_index: u64, count: u32) -> Result<(), BatchDefect> {
+    check_log_index(group, IndexUse::Entry, first_index)?;
+    let last = first_index.saturating_add(u64::from(count).saturating_sub(1));
+    check_log_index(group, IndexUse::Entry, last)
+}
+
 /// Validates `body` (bytecheck) and returns the archived batch in place.
 /// `body` must start at an address aligned to 16 bytes.
 pub fn access_batch(body: &[u8]) -> Result<&ArchivedBatch, BatchDefect> {
@@ -322,20 +366,28 @@ pub fn access_batch(body: &[u8]) -> Result<&ArchivedBatch, BatchDefect> {
 }
 
 impl ArchivedBatch {
-    /// Payload ranges and log indexes: what the index relies on.
+    /// Run tiling, payload ends and log indexes: what the index relies on.
     fn check_contents(&self) -> Result<(), BatchDefect> {
-        let payload_len = self.payload.len();
-        for (i, m) in self.entries.iter().enumerate() {
-            let (offset, len) = (m.payload_offset.to_native(), m.payload_len.to_native());
-            if offset as usize + len as usize > payload_len {
-                return Err(BatchDefect::PayloadRange {
-                    entry: i,
-                    offset,
-                    len,
-                    payload_len,
-                });
+        let mut next_slot = 0u64;
+        for (run, r) in self.runs.iter().enumerate() {
+            let (first_slot, count) = (r.first_slot.to_native(), r.count.to_native());
+            if u64::from(first_slot) != next_slot || count == 0 {
+                return Err(BatchDefect::RunSlots { run, first_slot, count, expected_slot: next_slot });
             }
-            check_log_index(m.group.to_native(), IndexUse::Entry, m.index.to_native())?;
+            next_slot += u64::from(count);
+            check_run_indexes(r.group.to_native(), r.first_index.to_native(), count)?;
+        }
+        if next_slot != self.payload_ends.len() as u64 {
+            return Err(BatchDefect::RunCoverage { covered: next_slot, entries: self.payload_ends.len() });
+        }
+        let payload_len = self.payload.len();
+        let mut previous_end = 0;
+        for (entry, end) in self.payload_ends.iter().enumerate() {
+            let end = end.to_native();
+            if end < previous_end || end as usize > payload_len {
+                return Err(BatchDefect::PayloadRange { entry, end, previous_end, payload_len });
+            }
+            previous_end = end;
         }
         for t in self.truncations.iter() {
             check_log_index(
@@ -355,24 +407,46 @@ impl ArchivedBatch {
     }
 
     pub fn entry_count(&self) -> usize {
-        self.entries.len()
+        self.payload_ends.len()
     }
 
-    /// Entry `i`; payload ranges were checked by `access_batch`.
-    pub fn entry(&self, i: usize) -> EntryRef<'_> {
-        let m = &self.entries[i];
-        let offset = m.payload_offset.to_native() as usize;
-        let len = m.payload_len.to_native() as usize;
+    /// The payload of slot `slot`; ends were checked by `access_batch`.
+    fn payload_of(&self, slot: usize) -> &[u8] {
+        let start = if slot == 0 { 0 } else { self.payload_ends[slot - 1].to_native() as usize };
+        &self.payload[start..self.payload_ends[slot].to_native() as usize]
+    }
+
+    /// Entry `slot` of `run`, which holds it.
+    fn entry_in(&self, run: &ArchivedEntryRun, slot: usize) -> EntryRef<'_> {
+        let k = slot as u64 - u64::from(run.first_slot.to_native());
         EntryRef {
-            group: GroupId(m.group.to_native()),
-            term: Term(m.term.to_native()),
-            index: LogIndex(m.index.to_native()),
-            payload: &self.payload[offset..offset + len],
+            group: GroupId(run.group.to_native()),
+            term: Term(run.term.to_native()),
+            index: LogIndex(run.first_index.to_native() + k),
+            payload: self.payload_of(slot),
         }
     }
 
+    /// Entry `i` (a binary search over the runs).
+    pub fn entry(&self, i: usize) -> EntryRef<'_> {
+        let run = self.runs.partition_point(|r| r.first_slot.to_native() as usize <= i) - 1;
+        self.entry_in(&self.runs[run], i)
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
-        (0..self.entries.len()).map(|i| self.entry(i))
+        self.runs.iter().flat_map(move |r| {
+            let first = r.first_slot.to_native() as usize;
+            (first..first + r.count.to_native() as usize).map(move |slot| self.entry_in(r, slot))
+        })
+    }
+
+    /// The runs: (group, term, first index, slots), in slot order.
+    pub fn runs(&self) -> impl Iterator<Item = (GroupId, Term, LogIndex, std::ops::Range<usize>)> + '_ {
+        self.runs.iter().map(|r| {
+            let first = r.first_slot.to_native() as usize;
+            let slots = first..first + r.count.to_native() as usize;
+            (GroupId(r.group.to_native()), Term(r.term.to_native()), LogIndex(r.first_index.to_native()), slots)
+        })
     }
 
     pub fn hard_states(&self) -> impl Iterator<Item = (GroupId, HardState)> + '_ {
@@ -411,5 +485,120 @@ impl ArchivedBatch {
 
     pub fn payload_bytes(&self) -> usize {
         self.payload.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Archives `batch` into a 16-aligned buffer, as a record body is.
+    fn archive(batch: &Batch) -> rkyv::util::AlignedVec<16> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(batch).expect("archive")
+    }
+
+    /// Entries that break runs in every way a run can break: another group,
+    /// another term, an index jump, an index going back (a truncating
+    /// append), and a group coming back after another one.
+    fn varied_batch() -> (Batch, Vec<(u64, u64, u64, Vec<u8>)>) {
+        let entries: Vec<(u64, u64, u64, Vec<u8>)> = [
+            (1, 1, 1, 3),
+            (1, 1, 2, 0),
+            (1, 2, 3, 5),
+            (2, 7, 10, 1),
+            (2, 7, 12, 2),
+            (2, 7, 11, 4),
+            (2, 7, 12, 0),
+            (1, 2, 4, 6),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &(g, t, idx, len))| (g, t, idx, vec![i as u8; len]))
+        .collect();
+        let mut batch = Batch::new();
+        for (g, t, idx, payload) in &entries {
+            batch.push_entry(GroupId(*g), Term(*t), LogIndex(*idx), payload);
+        }
+        (batch, entries)
+    }
+
+    #[test]
+    fn entries_read_back_in_order_from_runs_owned_and_archived() {
+        let (batch, entries) = varied_batch();
+        let expected: Vec<EntryRef<'_>> = entries
+            .iter()
+            .map(|(g, t, idx, p)| EntryRef { group: GroupId(*g), term: Term(*t), index: LogIndex(*idx), payload: p })
+            .collect();
+        assert!(batch.entries().eq(expected.iter().copied()));
+        // Runs: [1:1..=2] [1:3 term 2] [2:10] [2:12] [2:11..=12] [1:4].
+        assert_eq!(batch.runs.len(), 6);
+
+        let bytes = archive(&batch);
+        let archived = access_batch(&bytes).expect("valid");
+        assert_eq!(archived.entry_count(), entries.len());
+        assert!(archived.entries().eq(expected.iter().copied()));
+        for (i, e) in expected.iter().enumerate() {
+            assert_eq!(archived.entry(i), *e, "entry {i}");
+        }
+        let slots: Vec<_> = archived.runs().map(|(_, _, first, slots)| (first.0, slots)).collect();
+        assert_eq!(slots, [(1, 0..2), (3, 2..3), (10, 3..4), (12, 4..5), (11, 5..7), (4, 7..8)]);
+    }
+
+    #[test]
+    fn the_archived_layout_is_the_documented_one() {
+        // docs/wal-format.md: the root is 72 bytes, a run 32.
+        assert_eq!(std::mem::size_of::<ArchivedBatch>(), 72);
+        assert_eq!(std::mem::size_of::<ArchivedEntryRun>(), 32);
+    }
+
+    #[test]
+    fn an_entry_of_a_run_costs_four_bytes_beside_its_payload() {
+        let mut batch = Batch::new();
+        for g in 0..100 {
+            for i in 1..=10 {
+                batch.push_entry(GroupId(g), Term(3), LogIndex(i), &[0x5A; 64]);
+            }
+        }
+        let overhead = archive(&batch).len() - 1000 * 64;
+        // 1,000 payload ends and 100 runs of 32 bytes, plus the root.
+        assert!(overhead <= 1000 * 4 + 100 * 32 + 128, "overhead {overhead} bytes");
+    }
+
+    /// Archives `batch` after `spoil` broke one of its invariants.
+    fn spoiled(spoil: impl FnOnce(&mut Batch)) -> BatchDefect {
+        let (mut batch, _) = varied_batch();
+        spoil(&mut batch);
+        let bytes = archive(&batch);
+        match access_batch(&bytes) {
+            Ok(_) => panic!("a spoiled batch passed the checks"),
+            Err(defect) => defect,
+        }
+    }
+
+    #[test]
+    fn runs_that_do_not_tile_the_slots_or_payload_ends_out_of_order_are_refused() {
+        let defect = spoiled(|b| b.runs[1].first_slot += 1);
+        assert!(matches!(defect, BatchDefect::RunSlots { run: 1, .. }), "{defect}");
+        let defect = spoiled(|b| b.runs[2].count = 0);
+        assert!(matches!(defect, BatchDefect::RunSlots { run: 2, .. }), "{defect}");
+        let defect = spoiled(|b| b.runs.last_mut().expect("runs").count += 1);
+        assert!(matches!(defect, BatchDefect::RunCoverage { covered: 9, entries: 8 }), "{defect}");
+        let defect = spoiled(|b| {
+            b.runs.pop();
+        });
+        assert!(matches!(defect, BatchDefect::RunCoverage { covered: 7, entries: 8 }), "{defect}");
+        let defect = spoiled(|b| b.payload_ends[3] = 1);
+        assert!(matches!(defect, BatchDefect::PayloadRange { entry: 3, .. }), "{defect}");
+        let defect = spoiled(|b| {
+            b.payload.pop();
+        });
+        assert!(matches!(defect, BatchDefect::PayloadRange { entry: 7, .. }), "{defect}");
+        let defect = spoiled(|b| b.runs[0].first_index = 0);
+        assert!(matches!(defect, BatchDefect::LogIndex { group: 1, .. }), "{defect}");
+        let defect = spoiled(|b| b.runs[5].first_index = LOG_INDEX_MAX + 1);
+        assert!(matches!(defect, BatchDefect::LogIndex { group: 1, .. }), "{defect}");
+        // The last index of a run counts too.
+        let defect = spoiled(|b| b.runs[0].first_index = LOG_INDEX_MAX);
+        assert!(matches!(defect, BatchDefect::LogIndex { group: 1, index, .. } if index == LOG_INDEX_MAX + 1), "{defect}");
     }
 }

@@ -11,7 +11,7 @@ use super::types::{RecordSeq, SegmentSeq};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"MYRIADWS";
 pub const RECORD_MAGIC: [u8; 4] = *b"MYRL";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const SEGMENT_SUFFIX: &str = ".wal";
 
 /// `00000000000000000042.wal` for segment 42: names sort in sequence order.

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 
 use super::batch::ArchivedBatch;
 use super::types::{GroupId, HardState, LogIndex, RecordLoc, SegmentSeq, Term};
@@ -182,6 +183,14 @@ impl GroupLog {
     /// One beyond `last + 1` leaves a gap: `submit` lets that through only
     /// with a compaction mark in the same record, which closes it; recovery
     /// may meet one that a later rewrite record closes (`first_gap`).
+    /// Appends entries `first .. first + count` of term `term`, stored from
+    /// slot `at.slot` on: as `count` single appends would.
+    fn append_run(&mut self, first: LogIndex, term: Term, count: u32, at: &SpanAt) {
+        self.append(first, term, at);
+        let back = self.spans.back_mut().expect("append leaves a span");
+        back.count += count - 1;
+    }
+
     fn append(&mut self, index: LogIndex, term: Term, at: &SpanAt) {
         if index <= self.last_index() {
             self.truncate(index);
@@ -285,20 +294,10 @@ impl Index {
     }
 
     fn apply_entries(&mut self, batch: &ArchivedBatch, at: &mut SpanAt) {
-        let mut slot = 0;
-        let n = batch.entry_count();
-        while slot < n {
-            let group = batch.entry(slot).group;
+        for (group, term, first, slots) in batch.runs() {
+            at.slot = slots.start as u32;
             let log = self.groups.entry(group).or_default();
-            while slot < n {
-                let e = batch.entry(slot);
-                if e.group != group {
-                    break;
-                }
-                at.slot = slot as u32;
-                log.append(e.index, e.term, at);
-                slot += 1;
-            }
+            log.append_run(first, term, slots.len() as u32, at);
         }
     }
 
@@ -309,20 +308,9 @@ impl Index {
     /// groups (see `gc`). So it replaces exactly what it copies, whether or
     /// not the old segments still exist.
     fn apply_rewrite(&mut self, batch: &ArchivedBatch, at: &mut SpanAt) {
-        let mut slot = 0;
-        let n = batch.entry_count();
-        while slot < n {
-            let group = batch.entry(slot).group;
-            let run_start = slot;
-            while slot < n && batch.entry(slot).group == group {
-                slot += 1;
-            }
-            relocate(
-                self.groups.entry(group).or_default(),
-                batch,
-                run_start..slot,
-                at,
-            );
+        let runs: Vec<_> = batch.runs().collect();
+        for of_group in runs.chunk_by(|a, b| a.0 == b.0) {
+            relocate(self.groups.entry(of_group[0].0).or_default(), of_group, at);
         }
         for (group, state) in batch.hard_states() {
             self.groups.entry(group).or_default().hard_state = Some((state, at.segment));
@@ -353,21 +341,15 @@ impl Index {
     }
 }
 
-/// Replaces the group's entries that `slots` holds copies of by those
+/// Replaces the group's entries that `runs` hold copies of by those
 /// copies: each contiguous run of copies replaces exactly that index range,
 /// wherever the entries it replaces live (or whether they were replayed at
 /// all), and nothing else.
-fn relocate(
-    log: &mut GroupLog,
-    batch: &ArchivedBatch,
-    slots: std::ops::Range<usize>,
-    at: &mut SpanAt,
-) {
+fn relocate(log: &mut GroupLog, runs: &[(GroupId, Term, LogIndex, Range<usize>)], at: &mut SpanAt) {
     let mut fresh = GroupLog::default();
-    for slot in slots {
-        let e = batch.entry(slot);
-        at.slot = slot as u32;
-        fresh.append(e.index, e.term, at);
+    for (_, term, first, slots) in runs {
+        at.slot = slots.start as u32;
+        fresh.append_run(*first, *term, slots.len() as u32, at);
     }
     let mut copies = fresh.spans.into_iter().peekable();
     while let Some(first) = copies.next() {

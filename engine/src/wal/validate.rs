@@ -90,8 +90,9 @@ pub(super) fn check_batch(tails: &Tails, batch: &Batch) -> Result<Checked, WalEr
             out.tails.insert(group, Some(t));
         }
     }
-    for e in batch.entries() {
-        let (group, index) = (e.group, e.index);
+    // Within a run only the first entry can jump or go back: the rest
+    // follow it.
+    for (group, index, count) in batch.runs() {
         let mut t = current(&out, group).unwrap_or_default();
         let implied = out
             .implied_compactions
@@ -121,7 +122,7 @@ pub(super) fn check_batch(tails: &Tails, batch: &Batch) -> Result<Checked, WalEr
                 out.implied_compactions.push((group, LogIndex(index.0 - 1)));
             }
         }
-        t.last = index;
+        t.last = LogIndex(index.0 + u64::from(count) - 1);
         out.tails.insert(group, Some(t));
     }
     for group in batch.hard_state_groups() {
