@@ -13,6 +13,10 @@ use anyhow::Context;
 use engine::client::ClusterMap;
 use engine::node::{Cluster, MetricsSnapshot, NodeConfig};
 
+use crate::data_dir::DataDir;
+use crate::outcome::RunContext;
+use crate::progress::Plan;
+
 /// The Raft tick of embedded clusters.
 pub const TICK_MS: u64 = 100;
 
@@ -20,6 +24,9 @@ pub struct Embedded {
     pub cluster: Cluster,
     pub configs: BTreeMap<u64, NodeConfig>,
     pub map: ClusterMap,
+    /// The nodes' WALs and snapshots. Declared after `cluster`, so that a run
+    /// that returns early stops the cluster before its directory goes.
+    dir: DataDir,
 }
 
 #[derive(Clone, Debug)]
@@ -73,12 +80,26 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
 }
 
 impl Embedded {
-    pub fn start(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<Embedded> {
+    /// The start-up every embedded mode shares: opens the run's data
+    /// directory, starts the progress phase `phase` (counted in groups) and
+    /// starts a cluster of `shape` in that directory, which it keeps until
+    /// `shutdown`.
+    pub fn start(ctx: &RunContext, shape: &EmbeddedShape, phase: &str, plan: Plan) -> anyhow::Result<Embedded> {
+        let dir = ctx.open_data_dir()?;
+        ctx.progress.phase(phase, "groups", plan);
         anyhow::ensure!(shape.nodes >= 1 && shape.nodes <= 7, "--nodes must be 1..=7");
-        let configs = node_configs(shape, data_dir)?;
+        let configs = node_configs(shape, dir.path())?;
         let cluster = Cluster::start(configs.values().cloned().collect(), Some(shape.cores)).context("starting the embedded cluster")?;
         let map = ClusterMap { nodes: configs.keys().map(|&id| (id, cluster.client_addrs(id))).collect() };
-        Ok(Embedded { cluster, configs, map })
+        Ok(Embedded { cluster, configs, map, dir })
+    }
+
+    /// Stops every node, then lets the data directory go (a temporary one is
+    /// removed).
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        let stopped = self.cluster.shutdown();
+        drop(self.dir);
+        stopped
     }
 
     /// Counters summed over every node.

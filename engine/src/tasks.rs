@@ -13,8 +13,14 @@ const PRUNE_AT: usize = 64;
 
 #[derive(Clone, Default)]
 pub struct TaskSet {
-    tasks: Rc<RefCell<Vec<(JoinHandle<()>, Rc<Cell<bool>>)>>>,
+    tasks: Rc<RefCell<Vec<Task>>>,
     cancelled: Rc<Cell<bool>>,
+}
+
+/// A spawned task and the flag it sets when it ends on its own.
+struct Task {
+    handle: JoinHandle<()>,
+    done: Rc<Cell<bool>>,
 }
 
 impl TaskSet {
@@ -32,16 +38,16 @@ impl TaskSet {
         .detach();
         let mut tasks = self.tasks.borrow_mut();
         if tasks.len() >= PRUNE_AT {
-            tasks.retain(|(_, done)| !done.get());
+            tasks.retain(|task| !task.done.get());
         }
-        tasks.push((handle, done));
+        tasks.push(Task { handle, done });
     }
 
     pub fn cancel_all(&self) {
         self.cancelled.set(true);
-        for (handle, done) in self.tasks.borrow_mut().drain(..) {
-            if !done.get() {
-                handle.cancel();
+        for task in self.tasks.borrow_mut().drain(..) {
+            if !task.done.get() {
+                task.handle.cancel();
             }
         }
     }

@@ -100,20 +100,15 @@ pub fn run(args: &FailoverArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     out.config("sync", true);
     out.config("target", "embedded");
 
-    // Declared before the cluster so the cluster stops before its directory goes.
-    let data_dir = ctx.open_data_dir()?;
     let shape = EmbeddedShape {
         nodes: args.nodes,
         groups: args.groups,
         cores: args.cores,
         sync: true,
     };
-    ctx.progress
-        .phase("starting the cluster", "groups", Plan::Open);
-    let embedded = Embedded::start(&shape, data_dir.path())?;
+    let embedded = Embedded::start(ctx, &shape, "starting the cluster", Plan::Open)?;
     let measured = measure(args, ctx, &embedded, &mut out);
-    let stopped = embedded.cluster.shutdown();
-    drop(data_dir);
+    let stopped = embedded.shutdown();
     measured?;
     stopped?;
     Ok(out)

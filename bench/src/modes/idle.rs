@@ -61,8 +61,6 @@ pub fn run(args: &IdleArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     out.config("tick_ms", TICK_MS);
     out.config("sync", true);
 
-    // Declared before the cluster so the cluster stops before its directory goes.
-    let dir = ctx.open_data_dir()?;
     let rss_before_bytes = vm_status_bytes("VmRSS:").unwrap_or(0);
     let shape = EmbeddedShape {
         nodes: args.nodes,
@@ -70,15 +68,12 @@ pub fn run(args: &IdleArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         cores: args.cores,
         sync: true,
     };
-    ctx.progress
-        .phase("electing leaders", "groups", Plan::Units(args.groups));
     let started = Instant::now();
-    let embedded = Embedded::start(&shape, dir.path())?;
+    let embedded = Embedded::start(ctx, &shape, "electing leaders", Plan::Units(args.groups))?;
     let measured = measure_idle(args, ctx, &embedded, started, &mut out);
-    let shutdown = embedded.cluster.shutdown();
+    let shutdown = embedded.shutdown();
     let measured = measured?;
     shutdown?;
-    drop(dir);
     report(args, &mut out, &measured, rss_before_bytes);
     Ok(out)
 }

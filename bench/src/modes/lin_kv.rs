@@ -119,25 +119,18 @@ pub fn run(args: &LinKvArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         args.target.clone().unwrap_or_else(|| "embedded".into()),
     );
 
-    // Declared before the cluster so the cluster stops before its directory goes.
-    let mut data_dir = None;
     let mut embedded = None;
     let map = match &args.target {
         Some(t) => parse_target(t, args.cores)?,
         None => {
-            let dir = data_dir.insert(ctx.open_data_dir()?);
             let shape = EmbeddedShape {
                 nodes: args.nodes,
                 groups: args.groups,
                 cores: args.cores,
                 sync: true,
             };
-            ctx.progress
-                .phase("starting the cluster", "groups", Plan::Open);
-            embedded
-                .insert(Embedded::start(&shape, dir.path())?)
-                .map
-                .clone()
+            let started = Embedded::start(ctx, &shape, "starting the cluster", Plan::Open)?;
+            embedded.insert(started).map.clone()
         }
     };
     let spec = Spec {
@@ -146,8 +139,7 @@ pub fn run(args: &LinKvArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         run_id,
     };
     let recorded = record(args, ctx, &map, &spec);
-    let stopped = embedded.map_or(Ok(()), |e| e.cluster.shutdown());
-    drop(data_dir);
+    let stopped = embedded.map_or(Ok(()), Embedded::shutdown);
     let tally = recorded?;
     stopped?;
     tally.fill(&mut out, args);

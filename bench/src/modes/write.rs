@@ -70,16 +70,12 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     out.config("sync", sync);
     out.config("target", args.target.clone().unwrap_or_else(|| "embedded".into()));
 
-    // Declared before the cluster so the cluster stops before its directory goes.
-    let mut data_dir = None;
     let mut embedded = None;
     let map = match &args.target {
         Some(t) => parse_target(t, args.cores)?,
         None => {
-            let dir = data_dir.insert(ctx.open_data_dir()?);
             let shape = EmbeddedShape { nodes: args.nodes, groups: args.groups, cores: args.cores, sync };
-            ctx.progress.phase("starting the cluster", "groups", Plan::Open);
-            embedded.insert(Embedded::start(&shape, dir.path())?).map.clone()
+            embedded.insert(Embedded::start(ctx, &shape, "starting the cluster", Plan::Open)?).map.clone()
         }
     };
     let shape = LoadShape {
@@ -117,9 +113,8 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         out.say(format!("batching: {:.1} WAL entries per fsync, {:.1} messages per frame", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 }, if frames > 0 { messages as f64 / frames as f64 } else { 0.0 }));
     }
     if let Some(e) = embedded {
-        e.cluster.shutdown()?;
+        e.shutdown()?;
     }
-    drop(data_dir);
     Ok(out)
 }
 

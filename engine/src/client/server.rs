@@ -21,6 +21,8 @@ use crate::tasks::TaskSet;
 /// Requests of one connection waiting for replies before reading pauses.
 pub const CONNECTION_INFLIGHT_MAX: usize = 8192;
 const READ_CHUNK_BYTES: usize = 64 << 10;
+// The read buffer grows by `clamp(READ_CHUNK_BYTES, ..)`, which needs min <= max.
+const _: () = assert!(READ_CHUNK_BYTES <= proto::REQUEST_BYTES_MAX + 64);
 /// How long a connection whose client closed its sending half keeps waiting
 /// to write the answers still pending.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -179,7 +181,7 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut
             continue;
         }
         if filled == buf.len() {
-            let grow = buf.len().max(READ_CHUNK_BYTES).min(proto::REQUEST_BYTES_MAX + 64);
+            let grow = buf.len().clamp(READ_CHUNK_BYTES, proto::REQUEST_BYTES_MAX + 64);
             buf.resize(buf.len() + grow, 0);
         }
         let n = rd.read(&mut buf[filled..]).await?;

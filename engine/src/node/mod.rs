@@ -54,7 +54,17 @@ pub struct Cluster {
 struct ExecutorPlan {
     index: usize,
     pin_cpu: Option<usize>,
-    shards: Vec<(NodeConfig, u32, Arc<AtomicBool>, Arc<CoreMetrics>, forward::MeshEnds)>,
+    shards: Vec<ShardPlan>,
+}
+
+/// One shard an executor will run: its node, its core, and the ends that the
+/// outside world (`stop`, `metrics`) and the node's other cores (`mesh`) hold.
+struct ShardPlan {
+    cfg: NodeConfig,
+    core: u32,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<CoreMetrics>,
+    mesh: forward::MeshEnds,
 }
 
 impl Cluster {
@@ -90,7 +100,7 @@ impl Cluster {
                 }
                 let stop = Arc::new(AtomicBool::new(false));
                 let metrics = Arc::new(CoreMetrics::default());
-                plans[index].shards.push((cfg.clone(), core, stop.clone(), metrics.clone(), ends));
+                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), metrics: metrics.clone(), mesh: ends });
                 shards.push(ShardControl { node: cfg.node_id, stop, metrics });
             }
         }
@@ -191,7 +201,7 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
         let executor = builder.make().map_err(crate::io_error).context("creating the executor")?;
         executor.run(async move {
             let mut runs = Vec::new();
-            for (cfg, core, stop, metrics, mesh) in plan.shards {
+            for ShardPlan { cfg, core, stop, metrics, mesh } in plan.shards {
                 let tx = addr_tx.clone();
                 runs.push(glommio::spawn_local(run_shard(cfg, core, stop, metrics, mesh, tx)));
             }
