@@ -497,11 +497,14 @@ mod tests {
         rkyv::to_bytes::<rkyv::rancor::Error>(batch).expect("archive")
     }
 
+    /// An entry as pushed: group, term, index, payload.
+    type Spec = (u64, u64, u64, Vec<u8>);
+
     /// Entries that break runs in every way a run can break: another group,
     /// another term, an index jump, an index going back (a truncating
     /// append), and a group coming back after another one.
-    fn varied_batch() -> (Batch, Vec<(u64, u64, u64, Vec<u8>)>) {
-        let entries: Vec<(u64, u64, u64, Vec<u8>)> = [
+    fn varied_batch() -> (Batch, Vec<Spec>) {
+        let entries: Vec<Spec> = [
             (1, 1, 1, 3),
             (1, 1, 2, 0),
             (1, 2, 3, 5),
