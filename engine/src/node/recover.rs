@@ -35,7 +35,7 @@ pub async fn recover_groups(
     groups: impl IntoIterator<Item = u64>,
     voters: &[NodeId],
     cfg: Arc<Config>,
-) -> anyhow::Result<IdMap<Group>> {
+) -> anyhow::Result<IdMap<Box<Group>>> {
     let mut pending = IdMap::default();
     for group in groups {
         pending.insert(group, from_snapshot(wal, snapshots, group, voters)?);
@@ -62,7 +62,7 @@ pub async fn recover_groups(
     }
     let mut out = IdMap::default();
     for (group, p) in pending {
-        out.insert(group, finish(group, p, cfg.clone())?);
+        out.insert(group, Box::new(finish(group, p, cfg.clone())?));
     }
     Ok(out)
 }
