@@ -548,7 +548,7 @@ impl Shard {
 }
 
 /// How many groups ahead of the one being processed `prefetch` loads.
-const PREFETCH_AHEAD: usize = 4;
+const PREFETCH_AHEAD: usize = 8;
 
 /// Starts loading group `id` into the cache ahead of its use. The groups one
 /// frame or one durable record names lie scattered over memory; touching each
