@@ -56,7 +56,9 @@ pub enum MessageBody {
     /// Leader → follower: one chunk of a snapshot; `offset` is the chunk's
     /// position in the snapshot data, `last` marks the final chunk.
     SnapshotChunk {
-        meta: SnapshotMeta,
+        /// Boxed: the other messages, sent far more often, need not carry
+        /// its size (every message was 192 bytes with it inline).
+        meta: Box<SnapshotMeta>,
         offset: u64,
         data: Bytes,
         last: bool,
@@ -127,3 +129,8 @@ impl MessageBody {
         }
     }
 }
+
+// Messages are moved through queues and vectors by value many times each;
+// a variant that grows them grows every move (see `SnapshotChunk::meta`).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Message>() <= 80);

@@ -482,7 +482,7 @@ impl<S: Storage> Raft<S> {
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(m.from, self.term, MessageBody::HeartbeatResponse { round });
             }
-            MessageBody::SnapshotChunk { meta, offset, data, last } => self.handle_snapshot_chunk(m.from, meta, offset, data, last),
+            MessageBody::SnapshotChunk { meta, offset, data, last } => self.handle_snapshot_chunk(m.from, *meta, offset, data, last),
             _ => unreachable!("only leader messages are passed here"),
         }
     }
@@ -735,7 +735,7 @@ impl<S: Storage> Raft<S> {
             let end = (start + chunk_bytes).min(len);
             let last = end == len;
             let data = send.snapshot.data.slice(start as usize..end as usize);
-            out.push(MessageBody::SnapshotChunk { meta: send.snapshot.meta.clone(), offset: start, data, last });
+            out.push(MessageBody::SnapshotChunk { meta: Box::new(send.snapshot.meta.clone()), offset: start, data, last });
             send.next_offset = end;
             send.last_sent = last;
         }

@@ -279,7 +279,7 @@ fn to_envelopes(b: &ArchivedWireBatch, owner: &Bytes) -> Result<Vec<Envelope>, W
                     auto_leave: conf.auto_leave,
                 };
                 MessageBody::SnapshotChunk {
-                    meta: SnapshotMeta { index: LogIndex(index.to_native()), term: Term(term.to_native()), conf_state },
+                    meta: Box::new(SnapshotMeta { index: LogIndex(index.to_native()), term: Term(term.to_native()), conf_state }),
                     offset: offset.to_native(),
                     data: data(i, data_offset.to_native(), data_len.to_native())?,
                     last: *last,
@@ -315,7 +315,7 @@ mod tests {
             Envelope { group: 7, msg: msg(MessageBody::HeartbeatResponse { round: 11 }) },
             Envelope {
                 group: 8,
-                msg: msg(MessageBody::SnapshotChunk { meta: SnapshotMeta { index: LogIndex(100), term: Term(5), conf_state }, offset: 4096, data: Bytes::from_static(b"chunk"), last: true }),
+                msg: msg(MessageBody::SnapshotChunk { meta: Box::new(SnapshotMeta { index: LogIndex(100), term: Term(5), conf_state }), offset: 4096, data: Bytes::from_static(b"chunk"), last: true }),
             },
             Envelope { group: 8, msg: msg(MessageBody::SnapshotResponse { index: LogIndex(100), next_offset: 4101, done: true, reject: false }) },
             Envelope { group: 9, msg: msg(MessageBody::TimeoutNow) },
