@@ -87,7 +87,10 @@ impl Group {
             return;
         }
         self.idle_ticks += 1;
-        if self.idle_ticks >= quiesce_after_ticks {
+        // Not while this tick's heartbeat waits to go out: quiescing drops
+        // it, and it may be the one that tells the followers the last commit
+        // (a follower that never learns it cannot go idle and campaigns).
+        if self.idle_ticks >= quiesce_after_ticks && !self.raw.has_ready() {
             self.raw.quiesce();
             self.quiesced = true;
         }
