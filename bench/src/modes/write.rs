@@ -109,8 +109,12 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         out.set("heartbeat_frames", a.heartbeat_frames - b.heartbeat_frames);
         let messages = a.messages_sent - b.messages_sent;
         out.set("leader_stepdowns", a.leader_stepdowns - b.leader_stepdowns);
+        out.set("frames_dropped", a.frames_dropped - b.frames_dropped);
         out.set("messages_per_frame", if frames > 0 { messages as f64 / frames as f64 } else { 0.0 });
-        out.say(format!("batching: {:.1} WAL entries per fsync, {:.1} messages per frame", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 }, if frames > 0 { messages as f64 / frames as f64 } else { 0.0 }));
+        // Raft messages between the nodes for each acknowledged operation.
+        let ops = report.writes + report.reads;
+        out.set("messages_per_op", if ops > 0 { messages as f64 / ops as f64 } else { 0.0 });
+        out.say(format!("batching: {:.1} WAL entries per fsync, {:.1} messages per frame, {:.1} messages per operation", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 }, if frames > 0 { messages as f64 / frames as f64 } else { 0.0 }, if ops > 0 { messages as f64 / ops as f64 } else { 0.0 }));
     }
     if let Some(e) = embedded {
         e.shutdown()?;
