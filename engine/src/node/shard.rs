@@ -66,8 +66,8 @@ pub struct Shard {
     pub core: u32,
     cfg: Rc<NodeConfig>,
     raft_cfg: Arc<Config>,
-    /// Boxed: the table stays small enough to stay cached, and a group's
-    /// address is known before it is touched (see `prefetch`).
+    /// Boxed: the table holds only ids and addresses, so a group's address
+    /// is known without touching the group (see `prefetch`).
     groups: RefCell<IdMap<Box<Group>>>,
     wal: Wal<DmaIo>,
     snapshots: SnapshotDir,
