@@ -26,6 +26,8 @@ use proto::{Consistency, Op, Reply, Request, ServerHello};
 /// One connection to one core of one node; requests may be pipelined.
 pub struct Connection {
     stream: TcpStream,
+    /// Kept: the socket forgets its peer once the peer closed it.
+    addr: SocketAddr,
     pub hello: ServerHello,
     out: Vec<u8>,
     buf: Vec<u8>,
@@ -50,7 +52,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
-        let mut c = Connection { stream, hello: ServerHello { node_id: 0, core: 0, cores: 0 }, out: Vec::new(), buf: vec![0; 64 << 10], start: 0, filled: 0 };
+        let mut c = Connection { stream, addr, hello: ServerHello { node_id: 0, core: 0, cores: 0 }, out: Vec::new(), buf: vec![0; 64 << 10], start: 0, filled: 0 };
         let mut hello = Vec::new();
         proto::encode_client_hello(&mut hello);
         c.stream.write_all(&hello).map_err(io)?;
@@ -59,7 +61,26 @@ impl Connection {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.addr
+    }
+
+    /// Whether the server already closed this idle connection (it stopped,
+    /// or dropped the connection). Checked before a pooled connection is
+    /// reused: a write sent into a connection closed before the send would
+    /// otherwise end as an unknown outcome, though it never arrived.
+    pub fn closed_by_peer(&self) -> bool {
+        if self.start < self.filled {
+            return false; // Unread responses: not idle.
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.peek(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        self.stream.set_nonblocking(false).is_err() || closed
     }
 
     pub fn set_timeout(&self, timeout: Duration) -> Result<(), ConnectionError> {
@@ -263,6 +284,9 @@ impl Client {
     }
 
     fn connection(&mut self, node: u64, core: u32) -> Result<&mut Connection, ConnectionError> {
+        if self.conns.get(&(node, core)).is_some_and(Connection::closed_by_peer) {
+            self.conns.remove(&(node, core));
+        }
         if !self.conns.contains_key(&(node, core)) {
             let addr = self.map.nodes[&node][core as usize];
             let c = Connection::connect(addr, self.opts.request_timeout)?;
@@ -337,5 +361,45 @@ impl Client {
             }
         }
         Outcome::Failed(format!("no answer before the deadline: {last_error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connection as `Connection::connect` leaves it, without the hello.
+    fn connected_pair() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        let hello = ServerHello { node_id: 1, core: 0, cores: 1 };
+        let addr = listener.local_addr().expect("addr");
+        (Connection { stream, addr, hello, out: Vec::new(), buf: vec![0; 64], start: 0, filled: 0 }, server)
+    }
+
+    #[test]
+    fn a_connection_the_server_closed_is_seen_closed_before_reuse() {
+        let (conn, server) = connected_pair();
+        assert!(!conn.closed_by_peer(), "an open, idle connection");
+        drop(server);
+        // The FIN crosses loopback at once, but give the kernel a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !conn.closed_by_peer() {
+            assert!(Instant::now() < deadline, "the close was never seen");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_connection_with_data_waiting_is_not_closed_and_stays_blocking() {
+        let (mut conn, mut server) = connected_pair();
+        server.write_all(b"x").expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!conn.closed_by_peer());
+        // Back in blocking mode: a read waits for (and gets) the byte.
+        let mut byte = [0u8; 1];
+        assert_eq!(conn.stream.read(&mut byte).expect("read"), 1);
     }
 }
