@@ -179,10 +179,6 @@ impl GroupLog {
         self.drop_through(index);
     }
 
-    /// Appends one entry; an index at or below the last truncates from there.
-    /// One beyond `last + 1` leaves a gap: `submit` lets that through only
-    /// with a compaction mark in the same record, which closes it; recovery
-    /// may meet one that a later rewrite record closes (`first_gap`).
     /// Appends entries `first .. first + count` of term `term`, stored from
     /// slot `at.slot` on: as `count` single appends would.
     fn append_run(&mut self, first: LogIndex, term: Term, count: u32, at: &SpanAt) {
@@ -191,6 +187,10 @@ impl GroupLog {
         back.count += count - 1;
     }
 
+    /// Appends one entry; an index at or below the last truncates from there.
+    /// One beyond `last + 1` leaves a gap: `submit` lets that through only
+    /// with a compaction mark in the same record, which closes it; recovery
+    /// may meet one that a later rewrite record closes (`first_gap`).
     fn append(&mut self, index: LogIndex, term: Term, at: &SpanAt) {
         if index <= self.last_index() {
             self.truncate(index);
