@@ -344,3 +344,38 @@ fn a_client_that_half_closes_gets_every_answer() {
     }
     assert_eq!((answered, at), (requests, got.len()));
 }
+
+/// A write that commits just before a leader's last quiet tick: the leader
+/// must not go to rest before its followers learn that commit, or they,
+/// unable to rest with a commit outstanding, campaign once their election
+/// timeout passes and depose it (a write then in flight may end unknown).
+/// Each group gets a second write 3 to 4 ticks after its first and then
+/// nothing, so for many of them the second lands in that window.
+#[test]
+fn a_write_just_before_quiescence_deposes_no_leader() {
+    let groups = 64;
+    let c = TestCluster::start(groups, 1);
+    let mut client = c.client();
+    for g in 1..=groups {
+        expect_done(client.put(g, "warm", "up"), "first write");
+    }
+    // Let every group go to rest first.
+    std::thread::sleep(Duration::from_millis(1000));
+    let stepdowns = |c: &TestCluster| (1..=3).map(|id| c.metrics(id).leader_stepdowns).sum::<u64>();
+    let before = stepdowns(&c);
+    // Tests tick every 50 ms; eight batches of eight groups, their gaps
+    // spread over 150–200 ms.
+    for (batch, gap_ms) in (0..8u64).zip((150..200).step_by(7)) {
+        let batch_groups = batch * 8 + 1..=batch * 8 + 8;
+        for g in batch_groups.clone() {
+            expect_done(client.put(g, "a", value(g, 1)), "first write of the pair");
+        }
+        std::thread::sleep(Duration::from_millis(gap_ms));
+        for g in batch_groups {
+            expect_done(client.put(g, "b", value(g, 2)), "second write of the pair");
+        }
+    }
+    // More than an election timeout (10 to 20 ticks) for a follower left behind.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stepdowns(&c), before, "leaders were deposed although every node stayed up");
+}

@@ -54,11 +54,13 @@ pub struct Group {
     pub idle_ticks: u32,
     /// This replica leads the group (as of its last ready).
     leading: bool,
+    /// The commit index at the previous tick.
+    commit_at_last_tick: u64,
 }
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, commit_at_last_tick: 0 }
     }
 
     /// Resumes ticking after quiescence.
@@ -79,10 +81,19 @@ impl Group {
         // Idle as the last ready left it: the heartbeat this tick may send
         // does not count as work.
         let idle = self.raw.is_idle() && self.waiting() == 0;
+        // Work done between two ticks leaves no trace in `idle`; a commit
+        // does, and the followers learn it only from the next heartbeat, so
+        // the idle count starts again: the quiet ticks before quiescing then
+        // hold a heartbeat that carries it. Without this a leader whose
+        // write committed just before its fourth quiet tick went to rest
+        // with its followers a commit behind, unable to rest themselves; they
+        // campaigned an election timeout later and deposed it.
+        let committed = self.raw.raft.log.committed.0;
+        let fresh_commit = std::mem::replace(&mut self.commit_at_last_tick, committed) != committed;
         self.raw.tick();
         let raft = &self.raw.raft;
         let leader_ok = raft.role == Role::Leader || leader_reachable(raft.leader.0);
-        if !leader_ok || !idle {
+        if !leader_ok || !idle || fresh_commit {
             self.idle_ticks = 0;
             return;
         }
