@@ -60,6 +60,9 @@ pub struct Meet {
 
 /// What one core measured inside the window.
 pub struct CoreTally {
+    /// When this core's window began (its deadline is this plus the
+    /// duration), so the window is never measured shorter than it ran.
+    pub started: Instant,
     pub entries: u64,
     pub batches: u64,
     pub payload_bytes: u64,
@@ -215,12 +218,13 @@ struct CompactorTally {
 
 async fn measure(load: &CoreLoad, wal: &Wal, progress: &Progress) -> Result<CoreTally, String> {
     let before = wal.stats();
+    let started = Instant::now();
     let shared = Rc::new(Shared {
         load: load.clone(),
         wal: wal.clone(),
         cursor: RefCell::new(Cursor::new(load.groups.clone())),
         payload: payload(load.payload_bytes, load.core as u64),
-        deadline: Instant::now() + load.duration,
+        deadline: started + load.duration,
         progress: progress.clone(),
         writers_done: Cell::new(false),
     });
@@ -238,6 +242,7 @@ async fn measure(load: &CoreLoad, wal: &Wal, progress: &Progress) -> Result<Core
 
     let core = load.core;
     let mut tally = CoreTally {
+        started,
         entries: 0,
         batches: 0,
         payload_bytes: 0,
