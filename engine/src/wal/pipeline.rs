@@ -291,6 +291,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::wal::sim::run;
     use crate::wal::batch::Batch;
     use crate::wal::scan::{Image, SegmentSource};
     use crate::wal::sim::{SimBuf, SimIo};
@@ -376,14 +377,6 @@ mod tests {
         async fn remove(&self, segment: SegmentSeq) -> io::Result<()> {
             self.disk.remove(segment).await
         }
-    }
-
-    fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 << 10)
-            .make()
-            .expect("executor")
-            .run(f)
     }
 
     /// Lets every task that can make progress run (bounded: 2 ms).

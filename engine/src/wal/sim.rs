@@ -289,6 +289,17 @@ impl SimRng {
     }
 }
 
+/// Runs `f` on a fresh glommio executor with a small, explicit io_memory
+/// (memlock is 8 MiB on this machine and tests run in parallel): the
+/// executor of every WAL test, in this crate and in `engine/tests`.
+pub fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(256 << 10)
+        .make()
+        .expect("executor")
+        .run(f)
+}
+
 /// Lets every other ready task run once: a crash (or a purge) may come
 /// between two steps of a multi-step operation, as on a real disk. Tests
 /// use it to let a background task advance by one step.
@@ -582,17 +593,7 @@ impl WalIo for SimIo {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-
     use super::*;
-
-    fn run<T: 'static>(f: impl Future<Output = T> + 'static) -> T {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(256 << 10)
-            .make()
-            .expect("executor")
-            .run(f)
-    }
 
     const SIZE_BYTES: u64 = 4 * BLOCK_BYTES;
 

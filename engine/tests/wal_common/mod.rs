@@ -3,20 +3,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 
 use engine::wal::{Batch, GroupId, Kept, LogIndex, Term, Wal, WalIo, WalOptions};
 
-/// Runs `f` on a fresh glommio executor with a small, explicit io_memory
-/// (memlock is 8 MiB on this machine and tests run in parallel).
-pub fn run<T: 'static>(f: impl Future<Output = T> + 'static) -> T {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(256 << 10)
-        .make()
-        .expect("executor")
-        .run(f)
-}
+pub use engine::wal::sim::run;
 
 /// A directory on the real disk (not tmpfs) for O_DIRECT tests.
 pub fn disk_dir(name: &str) -> tempfile::TempDir {
