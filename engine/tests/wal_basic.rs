@@ -4,7 +4,7 @@
 mod wal_common;
 
 use engine::wal::{Batch, GroupId, HardState, LogIndex, SimIo, Term, Wal, WalOptions};
-use wal_common::{check, disk_dir, run, small_opts, Model};
+use wal_common::{check, check_replay, disk_dir, run, small_opts, Model};
 
 #[test]
 fn round_trip_on_disk_survives_reopen() {
@@ -87,6 +87,19 @@ fn segments_roll_over_and_recover() {
             .await
             .expect("reopen twice");
         check(&wal, &model).await;
+        wal.close().await.expect("close");
+        // The scan's reader threads hand over images that the replay then
+        // serves from (the first segment's only, or all of them); the
+        // images nobody kept go back to the readers.
+        let segment = small_opts().segment_size_bytes as usize;
+        for budget in [segment, usize::MAX] {
+            let (wal, kept) = Wal::open_dir_keeping(&path, small_opts(), budget)
+                .await
+                .expect("reopen keeping");
+            assert!(kept.bytes() > 0 && kept.bytes() <= budget, "{} of {budget}", kept.bytes());
+            check_replay(&wal, &model, kept).await;
+            wal.close().await.expect("close");
+        }
     });
 }
 

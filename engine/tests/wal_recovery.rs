@@ -253,14 +253,20 @@ fn replay_takes_kept_payloads_and_reads_the_rest() {
             wal.purge().await.expect("purge");
         }
         wal.close().await.expect("close");
-        // Nothing kept, part kept (the rest read), everything kept.
-        for budget in [0, 8 << 10, usize::MAX] {
+        // Nothing kept, one segment image kept (the rest read), everything.
+        let segment = gc_opts().segment_size_bytes as usize;
+        for budget in [0, segment, usize::MAX] {
             let (wal, kept) = Wal::open_keeping(io.clone(), gc_opts(), budget)
                 .await
                 .expect("reopen");
             let kept_bytes = kept.bytes();
             assert!(kept_bytes <= budget);
             assert_eq!(kept_bytes == 0, budget == 0, "budget {budget}");
+            if budget == usize::MAX {
+                let (first, head) = wal.segment_range();
+                assert!(head.0 > first.0, "the test needs several segments");
+                assert!(kept_bytes > segment, "every image kept: {kept_bytes}");
+            }
             // Written after open: never kept, found in the write cache.
             let mut batch = Batch::new();
             let index = model.last(9) + 1;

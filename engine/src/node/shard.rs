@@ -28,9 +28,9 @@ use crate::transport::peer::PeerLink;
 use crate::transport::wire::Envelope;
 use crate::wal::{self, Batch, DmaIo, RecordSeq, Wal};
 
-/// Entry payloads a core keeps from the scan that opens its WAL, so that its
-/// groups are rebuilt without reading the WAL again; records beyond it are
-/// read a second time.
+/// Bytes of segment images a core keeps from the scan that opens its WAL,
+/// so that its groups are rebuilt without reading the WAL again; records
+/// beyond it are read a second time.
 pub const REPLAY_KEPT_BYTES_MAX: usize = 2 << 30;
 /// Events handled per loop iteration before the readies are collected.
 const EVENTS_PER_ITERATION_MAX: usize = 8192;

@@ -410,6 +410,16 @@ impl ArchivedBatch {
         self.payload_ends.len()
     }
 
+    /// Every entry's payload back to back, in slot order.
+    pub fn payloads(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Where each slot's payload ends in `payloads`.
+    pub fn payload_ends(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.payload_ends.iter().map(|e| e.to_native())
+    }
+
     /// The payload of slot `slot`; ends were checked by `access_batch`.
     fn payload_of(&self, slot: usize) -> &[u8] {
         let start = if slot == 0 { 0 } else { self.payload_ends[slot - 1].to_native() as usize };

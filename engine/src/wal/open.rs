@@ -13,7 +13,7 @@ use super::io::{IoBuf, WalIo};
 use super::limits::{align_down, align_up, BLOCK_BYTES};
 use super::pipeline;
 use super::replay::Kept;
-use super::scan::{scan_wal, ScanError, ScanReport};
+use super::scan::{scan_wal_sharing, ScanError, ScanReport};
 use super::state::{Inner, Signal, State, Wal, WalOptions, WalStats};
 use super::types::{LogIndex, RecordLoc, RecordSeq, SegmentSeq};
 use super::validate;
@@ -26,8 +26,8 @@ impl<I: WalIo> Wal<I> {
         Ok(Wal::open_keeping(io, opts, 0).await?.0)
     }
 
-    /// `open`, keeping up to `kept_bytes_max` bytes of the payloads the scan
-    /// reads, for a `replay_entries` that then need not read them again.
+    /// `open`, keeping up to `kept_bytes_max` bytes of the segment images the
+    /// scan reads, for a `replay_entries` that then need not read them again.
     pub async fn open_keeping(
         io: I,
         opts: WalOptions,
@@ -36,13 +36,13 @@ impl<I: WalIo> Wal<I> {
         opts.check()?;
         let mut index = Index::default();
         let mut kept = Kept::with_budget(kept_bytes_max);
-        let report = scan_wal(&io, |segment, record, batch| {
+        let report = scan_wal_sharing(&io, |segment, record, batch, image| {
             let loc = RecordLoc {
                 segment,
                 offset_bytes: record.offset_bytes,
             };
             index.apply(batch, loc, record.header.total_len());
-            kept.keep(loc, batch);
+            kept.keep(loc, batch, image);
             Ok(())
         })?;
         check_complete(&io, &index)?;

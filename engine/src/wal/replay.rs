@@ -3,8 +3,9 @@
 //! `read_entries` would read a record once for every group in it).
 //!
 //! The open scan can keep the payloads of the records it checks (`Kept`, up
-//! to a byte budget), one allocation per record: the replay then hands out
-//! slices of them and reads nothing again. Records it did not keep (over the
+//! to a byte budget): slices of the segment images it read, so keeping
+//! copies nothing, and the replay hands out slices of those and reads
+//! nothing again. Records it did not keep (over the
 //! budget, or written after open) are read once each, whole segments at a
 //! time, and their CRC and archive checked again.
 
@@ -17,7 +18,7 @@ use super::error::WalError;
 use super::index::Span;
 use super::io::{IoBuf, WalIo};
 use super::read::{checked_batch, corrupt_at, visit_span};
-use super::scan::Image;
+use super::scan::{Image, SharedImage};
 use super::state::Wal;
 use super::types::{GroupId, LogIndex, RecordLoc, SegmentSeq, Term};
 
@@ -27,16 +28,21 @@ pub struct ReplayedEntry {
     pub group: GroupId,
     pub term: Term,
     pub index: LogIndex,
-    /// Shares one allocation with the other entries of its record while any
-    /// of them lives: a caller that keeps a few entries of a record for long
-    /// keeps the whole record's payloads.
+    /// Shares one allocation with other entries while any of them lives: a
+    /// caller that keeps a few entries for long keeps the whole segment
+    /// image they came from (kept by the open scan), or their record's
+    /// payloads (read again).
     pub payload: Bytes,
 }
 
-/// The entry payloads of the records the open scan kept.
+/// The entry payloads of the records the open scan kept: slices of the
+/// segment images it read, not copies.
 #[derive(Default)]
 pub struct Kept {
     records: HashMap<RecordLoc, KeptRecord>,
+    /// The image the last kept record lies in.
+    image: Option<SharedImage>,
+    /// Bytes of the images kept (a kept record keeps its whole image).
     bytes: usize,
     bytes_max: usize,
 }
@@ -48,7 +54,7 @@ struct KeptRecord {
 }
 
 impl Kept {
-    /// Keeps records while their payloads total at most `bytes_max`.
+    /// Keeps records while the images they lie in total at most `bytes_max`.
     pub fn with_budget(bytes_max: usize) -> Kept {
         Kept {
             bytes_max,
@@ -56,28 +62,27 @@ impl Kept {
         }
     }
 
-    /// Bytes of payload kept.
+    /// Bytes of segment images kept.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Copies the payloads of the checked record at `loc`, if the budget
-    /// allows; records without entries are not kept.
-    pub(super) fn keep(&mut self, loc: RecordLoc, batch: &ArchivedBatch) {
-        let len = batch.payload_bytes();
-        if batch.entry_count() == 0 || self.bytes + len > self.bytes_max {
+    /// Keeps the payloads of the checked record at `loc`, which lies in
+    /// `image`, if the budget allows; records without entries are not kept.
+    pub(super) fn keep(&mut self, loc: RecordLoc, batch: &ArchivedBatch, image: &SharedImage) {
+        if batch.entry_count() == 0 {
             return;
         }
-        let mut payloads = Vec::with_capacity(len);
-        let mut ends = Vec::with_capacity(batch.entry_count());
-        for e in batch.entries() {
-            payloads.extend_from_slice(e.payload);
-            ends.push(payloads.len() as u32);
+        if !self.image.as_ref().is_some_and(|kept| kept.same(image)) {
+            if self.bytes + image.len() > self.bytes_max {
+                return;
+            }
+            self.bytes += image.len();
+            self.image = Some(image.clone());
         }
-        self.bytes += payloads.len();
         let record = KeptRecord {
-            payloads: Bytes::from(payloads),
-            ends,
+            payloads: image.share(batch.payloads()),
+            ends: batch.payload_ends().collect(),
         };
         self.records.insert(loc, record);
     }

@@ -5,7 +5,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use rkyv::util::AlignedVec;
 
 use super::batch::ArchivedBatch;
@@ -16,6 +18,43 @@ use super::types::{RecordSeq, SegmentSeq};
 
 /// A segment image in memory, aligned so archived batches can be read in place.
 pub type Image = AlignedVec<16>;
+
+/// The image of the segment being scanned, as visitors see it: a visitor
+/// may keep parts of it (`share`) without copying them. A part kept keeps
+/// the whole image in memory; an image nobody kept goes back to the reader.
+#[derive(Clone)]
+pub struct SharedImage(Arc<Image>);
+
+impl SharedImage {
+    /// `part`, which must lie inside this image (a record or batch the scan
+    /// handed out), as bytes that keep the image alive.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        Bytes::from_owner(self.clone()).slice_ref(part)
+    }
+
+    /// Whether `self` and `other` are the same image.
+    pub fn same(&self, other: &SharedImage) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The image back, unless a visitor kept a part of it.
+    fn unshared(self) -> Option<Image> {
+        Arc::try_unwrap(self.0).ok()
+    }
+}
+
+impl AsRef<[u8]> for SharedImage {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SharedImage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// Where segment images come from: a directory, or a simulated disk.
 pub trait SegmentSource {
@@ -55,23 +94,39 @@ impl SegmentSource for DirSource {
     }
 
     fn read(&self, segment: SegmentSeq, image: &mut Image) -> io::Result<()> {
-        use std::io::Read;
-        let mut file = std::fs::File::open(self.path(segment))?;
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(self.path(segment))?;
         let len = file.metadata()?.len() as usize;
-        if image.len() != len {
-            // Segments share one size: after the first, no zero-filling.
-            image.clear();
-            image.resize(len, 0);
-        }
+        image.clear();
+        // Read straight into the spare capacity: a fresh image is not
+        // zero-filled first, so its pages are touched once.
+        image.reserve_exact(len);
         let mut filled = 0;
         while filled < len {
-            let n = file.read(&mut image[filled..])?;
+            // SAFETY: `filled..len` is spare capacity of `image`; the kernel
+            // writes the bytes it reports, and only those become its length.
+            let n = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    image.as_mut_ptr().add(filled).cast(),
+                    len - filled,
+                    filled as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
             if n == 0 {
                 break; // The file shrank while we read it: keep what we have.
             }
-            filled += n;
+            filled += n as usize;
         }
-        image.resize(filled, 0);
+        // SAFETY: the first `filled` bytes were written by `pread`.
+        unsafe { image.set_len(filled) };
         Ok(())
     }
 
@@ -156,17 +211,31 @@ const PREFETCH_SEGMENTS: usize = 4;
 /// Segment images a reading thread may have ready before the scan takes
 /// them (each a segment's size in memory).
 const READ_AHEAD_IMAGES: usize = 1;
+/// Threads reading segments for one scan, each every `READER_THREADS`-th.
+/// A kept image is fresh memory, and faulting it in costs as much CPU as
+/// the read: two readers share that while the scan checks.
+const READER_THREADS: usize = 2;
 
 /// Calls `visit` for every valid record of the WAL, in order, after checking
 /// its CRC, sequence and archive. Stops the log at a torn tail of the last
 /// used segment; any other defect is a `ScanError` naming file and offset.
 ///
-/// When the source allows (`SegmentSource::parallel`), a second thread
-/// reads the segments ahead while this one checks them.
-pub fn scan_wal<S, F>(src: &S, visit: F) -> Result<ScanReport, ScanError>
+/// When the source allows (`SegmentSource::parallel`), other threads read
+/// the segments ahead while this one checks them.
+pub fn scan_wal<S, F>(src: &S, mut visit: F) -> Result<ScanReport, ScanError>
 where
     S: SegmentSource,
     F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+{
+    scan_wal_sharing(src, |segment, record, batch, _| visit(segment, record, batch))
+}
+
+/// `scan_wal`, also handing `visit` the image the record lies in, so that
+/// it can keep parts of it without copying (`SharedImage::share`).
+pub fn scan_wal_sharing<S, F>(src: &S, visit: F) -> Result<ScanReport, ScanError>
+where
+    S: SegmentSource,
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch, &SharedImage) -> Result<(), ScanError>,
 {
     let segments = sorted_contiguous(src)?;
     let Some(reader) = src.parallel() else {
@@ -177,22 +246,30 @@ where
         });
         return scan_images(src, feed, visit, drop);
     };
+    // Images nobody kept, for the readers to fill again.
+    let spare = std::sync::Mutex::new(Vec::<Image>::new());
+    let take_spare = || spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
     std::thread::scope(|scope| {
-        let (images, feed) = std::sync::mpsc::sync_channel(READ_AHEAD_IMAGES);
-        let (recycle, recycled) = std::sync::mpsc::channel::<Image>();
-        let to_read = segments.clone();
-        scope.spawn(move || {
-            for (i, &segment) in to_read.iter().enumerate() {
-                prefetch_around(&reader, &to_read, i);
-                let mut image = recycled.try_recv().unwrap_or_default();
-                let read = reader.read(segment, &mut image).map(|()| image);
-                if images.send((segment, read)).is_err() {
-                    return; // The scan stopped early.
+        let mut feeds = Vec::with_capacity(READER_THREADS);
+        for first in 0..READER_THREADS {
+            let (images, feed) = std::sync::mpsc::sync_channel(READ_AHEAD_IMAGES);
+            feeds.push(feed);
+            let (reader, segments, take_spare) = (reader.clone(), &segments, &take_spare);
+            scope.spawn(move || {
+                for (i, &segment) in segments.iter().enumerate().skip(first).step_by(READER_THREADS) {
+                    prefetch_around(&reader, segments, i);
+                    let mut image = take_spare().unwrap_or_default();
+                    let read = reader.read(segment, &mut image).map(|()| image);
+                    if images.send((segment, read)).is_err() {
+                        return; // The scan stopped early.
+                    }
                 }
-            }
-        });
-        scan_images(src, feed.into_iter(), visit, |image| {
-            let _ = recycle.send(image);
+            });
+        }
+        // Segment `i` comes from reader `i % READER_THREADS`, so in order.
+        let feed = (0..segments.len()).map_while(|i| feeds[i % READER_THREADS].recv().ok());
+        scan_images(src, feed, visit, |image| {
+            spare.lock().unwrap_or_else(|e| e.into_inner()).push(image);
         })
     })
 }
@@ -210,7 +287,7 @@ fn prefetch_around<S: SegmentSource>(src: &S, segments: &[SegmentSeq], i: usize)
 }
 
 /// The scan over segment images in order; `recycle` gets each image back
-/// once it is done with it.
+/// once it is done with it, unless `visit` kept a part of it.
 fn scan_images<S, I, F, R>(
     src: &S,
     feed: I,
@@ -220,14 +297,14 @@ fn scan_images<S, I, F, R>(
 where
     S: SegmentSource,
     I: Iterator<Item = (SegmentSeq, std::io::Result<Image>)>,
-    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch, &SharedImage) -> Result<(), ScanError>,
     R: FnMut(Image),
 {
     let mut report = ScanReport {
         next_seq: RecordSeq(1),
         ..ScanReport::default()
     };
-    let mut last_image = Image::new();
+    let mut last_image = SharedImage(Arc::new(Image::new()));
     for (segment, read) in feed {
         let path = src.path(segment);
         let image = read.map_err(|source| ScanError::Io {
@@ -251,10 +328,13 @@ where
         if let Some(prev) = report.used.last() {
             check_continuity(prev, &header)?;
         }
+        let image = SharedImage(Arc::new(image));
         let summary = scan_segment(segment, &path, header, &image, &mut visit)?;
         report.next_seq = summary.last_seq.next();
         report.used.push(summary);
-        recycle(std::mem::replace(&mut last_image, image));
+        if let Some(done) = std::mem::replace(&mut last_image, image).unshared() {
+            recycle(done);
+        }
     }
     if let Some(last) = report.used.last() {
         check_tail(last, &last_image)?;
@@ -367,13 +447,13 @@ fn scan_segment<F>(
     segment: SegmentSeq,
     path: &Path,
     header: SegmentHeader,
-    image: &[u8],
+    shared: &SharedImage,
     visit: &mut F,
 ) -> Result<SegmentSummary, ScanError>
 where
-    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch) -> Result<(), ScanError>,
+    F: FnMut(SegmentSeq, &Record<'_>, &ArchivedBatch, &SharedImage) -> Result<(), ScanError>,
 {
-    let image = &image[..header.segment_size_bytes as usize];
+    let image = &shared[..header.segment_size_bytes as usize];
     let mut expected = header.first_record_seq;
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut records = 0;
@@ -401,7 +481,7 @@ where
             );
             corrupt(path, offset, what)
         })?;
-        visit(segment, &record, batch)?;
+        visit(segment, &record, batch, shared)?;
         records += 1;
         expected = expected.next();
         offset = record.next_offset();
