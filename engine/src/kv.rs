@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use raftcore::LogIndex;
+use smallvec::SmallVec;
 
 use crate::framing::{put_blob, put_opt_blob, FieldError, Reader, Truncated};
 
@@ -199,10 +200,16 @@ impl KvReply {
     }
 }
 
+/// A key in the map: keys up to 24 bytes sit in the map's own nodes, so
+/// finding one compares bytes already at hand instead of loading a separate
+/// allocation per key compared (with thousands of groups, each a cache miss).
+type Key = SmallVec<[u8; 24]>;
+const _: () = assert!(std::mem::size_of::<Key>() == std::mem::size_of::<Bytes>());
+
 /// The built-in KV state machine of one group: an ordered map.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    map: BTreeMap<Bytes, Bytes>,
+    map: BTreeMap<Key, Bytes>,
     applied: LogIndex,
 }
 
@@ -219,12 +226,12 @@ impl KvStore {
 
     /// Up to `limit` pairs whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(Bytes, Bytes)> {
-        let start = Bytes::copy_from_slice(prefix);
+        use std::ops::Bound;
         self.map
-            .range(start..)
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()))
             .collect()
     }
 
@@ -239,7 +246,7 @@ impl KvStore {
     fn apply_command(&mut self, cmd: CommandRef<'_>) -> KvReply {
         match cmd {
             CommandRef::Put { key, value } => {
-                self.map.insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                self.map.insert(Key::from_slice(key), Bytes::copy_from_slice(value));
                 KvReply::Done
             }
             CommandRef::Delete { key } => {
@@ -253,7 +260,7 @@ impl KvStore {
                 }
                 match new {
                     Some(v) => {
-                        self.map.insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(v));
+                        self.map.insert(Key::from_slice(key), Bytes::copy_from_slice(v));
                     }
                     None => {
                         self.map.remove(key);
@@ -312,7 +319,7 @@ impl StateMachine for KvStore {
             let value = r.blob()?;
             check_key(key)?;
             check_value(value)?;
-            map.insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+            map.insert(Key::from_slice(key), Bytes::copy_from_slice(value));
         }
         if r.remaining() != 0 {
             return Err(KvError::Trailing(r.remaining()));
@@ -353,6 +360,25 @@ mod tests {
         assert_eq!(kv.scan_prefix(b"a/", 10), vec![(b("a/1"), b("w"))]);
         assert_eq!(kv.scan_prefix(b"", 2).len(), 2);
         assert_eq!(kv.applied(), LogIndex(7));
+    }
+
+    #[test]
+    fn short_and_long_keys_keep_byte_order() {
+        // Keys of 2 to 40 bytes, 23, 24 and 25 among them: inline and on the heap.
+        let mut kv = KvStore::new();
+        let keys: Vec<String> = [23, 25, 24, 40, 2].iter().map(|&n| format!("p/{}", "k".repeat(n - 2))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            apply(&mut kv, KvCommand::Put { key: b(k), value: b(&i.to_string()) });
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let scanned: Vec<Bytes> = kv.scan_prefix(b"p/", 10).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(scanned, sorted.iter().map(|k| b(k)).collect::<Vec<_>>());
+        assert_eq!(kv.get(keys[3].as_bytes()), Some(&b("3")));
+        apply(&mut kv, KvCommand::Delete { key: b(&keys[3]) });
+        assert_eq!(kv.get(keys[3].as_bytes()), None);
+        // The 24- and 25-byte keys start with these 24 bytes; the 40-byte one is gone.
+        assert_eq!(kv.scan_prefix(&keys[1].as_bytes()[..24], 10).len(), 2);
     }
 
     #[test]
