@@ -9,6 +9,8 @@ pub struct CoreMetrics {
     pub wal_entries: AtomicU64,
     pub wal_records: AtomicU64,
     pub wal_syncs: AtomicU64,
+    /// 1 while the core's WAL waits for disk space (`Wal::disk_full`).
+    pub wal_disk_full: AtomicU64,
     pub frames_sent: AtomicU64,
     pub heartbeat_frames: AtomicU64,
     pub messages_sent: AtomicU64,
@@ -34,6 +36,9 @@ pub struct MetricsSnapshot {
     pub wal_entries: u64,
     pub wal_records: u64,
     pub wal_syncs: u64,
+    /// Cores whose WAL had no disk space for its next segment at their last
+    /// tick: their writes that need it wait until space is freed.
+    pub wal_disk_full_cores: u64,
     pub frames_sent: u64,
     /// Frames that carried only heartbeats and their responses.
     pub heartbeat_frames: u64,
@@ -67,6 +72,7 @@ impl MetricsSnapshot {
             s.wal_entries += get(&m.wal_entries);
             s.wal_records += get(&m.wal_records);
             s.wal_syncs += get(&m.wal_syncs);
+            s.wal_disk_full_cores += get(&m.wal_disk_full);
             s.frames_sent += get(&m.frames_sent);
             s.heartbeat_frames += get(&m.heartbeat_frames);
             s.messages_sent += get(&m.messages_sent);

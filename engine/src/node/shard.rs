@@ -451,6 +451,7 @@ impl Shard {
                 m.leaders.store(leaders, Ordering::Relaxed);
                 m.wal_syncs.store(stats.syncs, Ordering::Relaxed);
                 m.wal_records.store(stats.records, Ordering::Relaxed);
+                m.wal_disk_full.store(u64::from(self.wal.disk_full()), Ordering::Relaxed);
             }
             Event::PeerLost { node } => {
                 self.live_peers.borrow_mut().remove(&node);

@@ -275,6 +275,9 @@ impl<I: WalIo> Wal<I> {
             st.cache.forget_segments_below(segment.next());
             st.stats.segments_removed += 1;
             removed += 1;
+            drop(st);
+            // Space freed: a preparer the disk refused may go on now.
+            self.inner.preparer_wake.notify();
         }
     }
 }

@@ -270,7 +270,12 @@ impl WalIo for DmaIo {
         }
         if !reused {
             let tmp = path.with_extension("prep");
-            self.zero_fill(&tmp, size_bytes).await?;
+            if let Err(e) = self.zero_fill(&tmp, size_bytes).await {
+                // Give back what it got of the disk (on a full disk, that
+                // is what the next try needs).
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             std::fs::rename(&tmp, &path)?;
         }
         self.sync_dir()

@@ -27,6 +27,9 @@ pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 /// fdatasyncs in flight at once: a write that completes while a sync runs
 /// gets its own sync at once instead of waiting for the running one to end.
 pub const SYNCS_IN_FLIGHT_MAX: usize = 2;
+/// How long the preparer waits before it tries again to create a segment
+/// the disk had no space for (a purge that frees a segment wakes it sooner).
+pub const PREPARE_RETRY_AFTER_MS: u64 = 250;
 /// Retired segment files a WAL keeps to reuse instead of zero-filling new
 /// ones (each is a segment's worth of disk).
 pub const SPARE_SEGMENTS_MAX: usize = 2;

@@ -184,6 +184,13 @@ impl<I: WalIo> Wal<I> {
         self.inner.st.borrow().stats
     }
 
+    /// The disk had no space for the next segment at the last try: writes
+    /// that need it wait (the WAL tries again, and at once after a purge
+    /// freed a segment); everything written before is unaffected.
+    pub fn disk_full(&self) -> bool {
+        self.inner.st.borrow().disk_full
+    }
+
     /// Oldest segment on disk and the segment being written.
     pub fn segment_range(&self) -> (SegmentSeq, SegmentSeq) {
         let st = self.inner.st.borrow();

@@ -78,6 +78,7 @@ impl<I: WalIo> Wal<I> {
             first_segment: report.used.first().map_or(SegmentSeq(1), |s| s.segment),
             failed: None,
             closing: false,
+            disk_full: false,
             stats: WalStats::default(),
             durable_wakers: Vec::new(),
             rewriting: None,

@@ -6,15 +6,18 @@
 //! `SYNCS_IN_FLIGHT_MAX`): a sync covers every write that completed before
 //! it was issued, so whichever ends first makes its whole prefix durable.
 //! Then the records are applied to the index and the appenders woken. The
-//! preparer keeps one segment ahead (zero-filled, or a reused spare).
+//! preparer keeps one segment ahead (zero-filled, or a reused spare); on a
+//! full disk it tries again until space is freed, and only writes that need
+//! the new segment wait for it.
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::error::WalError;
 use super::format::encoded_record_at;
 use super::io::{IoBuf, SyncMode, WalIo};
-use super::limits::{SYNCS_IN_FLIGHT_MAX, WRITES_IN_FLIGHT_MAX};
+use super::limits::{PREPARE_RETRY_AFTER_MS, SYNCS_IN_FLIGHT_MAX, WRITES_IN_FLIGHT_MAX};
 use super::state::{InFlight, Inner, State};
 use super::types::{RecordLoc, RecordSeq, SegmentSeq};
 use super::writer::Sealed;
@@ -267,18 +270,46 @@ async fn prepare_loop<I: WalIo>(inner: Rc<Inner<I>>) {
             .await
         {
             let path = inner.io.path(segment);
-            return inner.fail(WalError::Io {
-                op: "preparing",
-                path,
-                source,
-            });
+            if !is_disk_full(&source) {
+                return inner.fail(WalError::Io {
+                    op: "preparing",
+                    path,
+                    source,
+                });
+            }
+            // The records written so far are safe, and the head segment
+            // still takes writes; only a write that needs this segment
+            // waits, until space is freed (here, or by a purge).
+            let mut st = inner.st.borrow_mut();
+            if !st.disk_full {
+                tracing::error!(
+                    "WAL: no space on the disk for segment {}: {source}; writes that need it wait until space is freed",
+                    path.display()
+                );
+            }
+            st.disk_full = true;
+            st.stats.segment_prepares_refused += 1;
+            drop(st);
+            let retry = glommio::timer::sleep(Duration::from_millis(PREPARE_RETRY_AFTER_MS));
+            futures_lite::future::or(retry, inner.preparer_wake.wait()).await;
+            continue;
         }
         let mut st = inner.st.borrow_mut();
+        if std::mem::take(&mut st.disk_full) {
+            tracing::info!("WAL: segment {segment} created; writes go on");
+        }
         st.prepared_upto = segment;
         st.stats.segments_created += 1;
         drop(st);
         inner.prepared.notify();
     }
+}
+
+/// Whether `e` says the file system has no space left (or no quota).
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(libc::ENOSPC)
 }
 
 #[cfg(test)]

@@ -108,6 +108,9 @@ struct SimDisk {
     writes: u64,
     /// Fail every write after this many (None: never).
     fail_after_writes: Option<u64>,
+    /// No space for new files: creating a segment fails with ENOSPC
+    /// (reusing a spare needs no new space and still works).
+    full: bool,
     /// For testing the model: reuse spares without first syncing their names.
     #[cfg(test)]
     skip_spare_name_sync: bool,
@@ -126,6 +129,7 @@ impl SimDisk {
             segments_reused: 0,
             writes: 0,
             fail_after_writes: None,
+            full: false,
             #[cfg(test)]
             skip_spare_name_sync: false,
         }
@@ -382,6 +386,12 @@ impl SimIo {
         disk.fail_after_writes = Some(disk.writes + n);
     }
 
+    /// Fills the disk (`true`): new segment files cannot be created until
+    /// `set_full(false)`.
+    pub fn set_full(&self, full: bool) {
+        self.disk.borrow_mut().full = full;
+    }
+
     /// The durable bytes of the file that is now segment `segment`.
     pub fn durable_image(&self, segment: SegmentSeq) -> Option<Vec<u8>> {
         let disk = self.disk.borrow();
@@ -514,6 +524,9 @@ impl WalIo for SimIo {
             assert!(self.disk.borrow_mut().reusing.remove(&spare));
         }
         if !reused {
+            if self.disk.borrow().full {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
             self.create_segment(segment, size_bytes).await;
         }
         yield_now().await;

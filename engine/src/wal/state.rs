@@ -82,6 +82,9 @@ pub struct WalStats {
     pub segments_created: u64,
     pub segments_removed: u64,
     pub cache_misses: u64,
+    /// Times the next segment could not be created for want of disk space
+    /// (each retried: see `Wal::disk_full`).
+    pub segment_prepares_refused: u64,
 }
 
 pub(super) use crate::signal::Signal;
@@ -105,6 +108,8 @@ pub(super) struct State<B> {
     pub first_segment: SegmentSeq,
     pub failed: Option<Rc<WalError>>,
     pub closing: bool,
+    /// The disk had no space for the next segment at the last try.
+    pub disk_full: bool,
     pub stats: WalStats,
     pub durable_wakers: Vec<Waker>,
     /// While a rewrite is built: the groups it copies (false) and the groups
