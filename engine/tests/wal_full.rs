@@ -9,18 +9,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use engine::wal::sim::SimIo;
-use engine::wal::{Batch, Wal};
-use wal_common::{check, run, small_opts, write_rounds, Model};
-
-/// One batch of an entry of `len` bytes for groups 1..=3.
-fn round(model: &mut Model, len: usize) -> Batch {
-    let mut batch = Batch::new();
-    for group in 1..=3 {
-        let index = model.last(group) + 1;
-        model.push(&mut batch, group, index, 1, len);
-    }
-    batch
-}
+use engine::wal::Wal;
+use wal_common::{check, round, run, small_opts, write_rounds, Model};
 
 /// Waits up to `limit` for `done`.
 async fn wait_for(done: &Cell<bool>, limit: Duration) -> bool {

@@ -49,16 +49,21 @@ pub fn gc_opts() -> WalOptions {
     }
 }
 
-/// Appends `rounds` batches, each one entry of `len` bytes for groups 1..=3.
+/// Appends `rounds` batches, each one `round` of entries of `len` bytes.
 pub async fn write_rounds<I: WalIo>(wal: &Wal<I>, model: &mut Model, rounds: u64, len: usize) {
     for _ in 0..rounds {
-        let mut batch = Batch::new();
-        for group in 1..=3 {
-            let index = model.last(group) + 1;
-            model.push(&mut batch, group, index, 1, len);
-        }
-        wal.append(&batch).await.expect("append");
+        wal.append(&round(model, len)).await.expect("append");
     }
+}
+
+/// A batch of the next entry of `len` bytes for groups 1..=3.
+pub fn round(model: &mut Model, len: usize) -> Batch {
+    let mut batch = Batch::new();
+    for group in 1..=3 {
+        let index = model.last(group) + 1;
+        model.push(&mut batch, group, index, 1, len);
+    }
+    batch
 }
 
 /// What each group's log must hold: index -> (term, payload).
