@@ -280,16 +280,17 @@ async fn prepare_loop<I: WalIo>(inner: Rc<Inner<I>>) {
             // The records written so far are safe, and the head segment
             // still takes writes; only a write that needs this segment
             // waits, until space is freed (here, or by a purge).
-            let mut st = inner.st.borrow_mut();
-            if !st.disk_full {
-                tracing::error!(
-                    "WAL: no space on the disk for segment {}: {source}; writes that need it wait until space is freed",
-                    path.display()
-                );
+            {
+                let mut st = inner.st.borrow_mut();
+                if !st.disk_full {
+                    tracing::error!(
+                        "WAL: no space on the disk for segment {}: {source}; writes that need it wait until space is freed",
+                        path.display()
+                    );
+                }
+                st.disk_full = true;
+                st.stats.segment_prepares_refused += 1;
             }
-            st.disk_full = true;
-            st.stats.segment_prepares_refused += 1;
-            drop(st);
             let retry = glommio::timer::sleep(Duration::from_millis(PREPARE_RETRY_AFTER_MS));
             futures_lite::future::or(retry, inner.preparer_wake.wait()).await;
             continue;

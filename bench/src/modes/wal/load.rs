@@ -349,6 +349,7 @@ fn delta(before: &WalStats, after: &WalStats) -> WalStats {
         segments_created: after.segments_created - before.segments_created,
         segments_removed: after.segments_removed - before.segments_removed,
         cache_misses: after.cache_misses - before.cache_misses,
+        segment_prepares_refused: after.segment_prepares_refused - before.segment_prepares_refused,
     }
 }
 
