@@ -46,6 +46,8 @@ pub enum MessageBody {
     },
     /// Leader → follower. `round` numbers the leader's heartbeat rounds; the
     /// echo in the response confirms leadership for reads and the lease.
+    /// Round 0 asks for no response: the leader heard from the follower
+    /// lately and no read needs the round.
     Heartbeat {
         commit: LogIndex,
         round: u64,

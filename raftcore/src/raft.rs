@@ -68,6 +68,9 @@ struct LeaderReads {
     awaiting_commit: Vec<(u64, NodeId)>,
     /// (round, tick it was sent at), for the lease.
     round_ticks: VecDeque<(u64, u64)>,
+    /// The tick of the latest read this leader was asked for: while reads
+    /// come, every heartbeat round is answered, to keep the lease.
+    last_read_tick: u64,
 }
 
 impl LeaderReads {
@@ -134,6 +137,10 @@ pub struct Raft<S: Storage> {
 }
 
 impl<S: Storage> Raft<S> {
+    /// The round of a heartbeat whose follower is not to answer (rounds
+    /// count from 1).
+    pub const NO_ANSWER_ROUND: u64 = 0;
+
     /// A replica with the shared configuration `cfg`; `seed` drives its
     /// election-timeout randomness.
     pub fn new(cfg: Arc<Config>, seed: u64, storage: S) -> Result<Raft<S>, ConfigError> {
@@ -480,7 +487,9 @@ impl<S: Storage> Raft<S> {
             MessageBody::Append { prev_index, prev_term, entries, commit } => self.handle_append(m.from, prev_index, prev_term, &entries, commit),
             MessageBody::Heartbeat { commit, round } => {
                 self.log.commit_to(commit.min(self.log.last_index()));
-                self.send(m.from, self.term, MessageBody::HeartbeatResponse { round });
+                if round != Self::NO_ANSWER_ROUND {
+                    self.send(m.from, self.term, MessageBody::HeartbeatResponse { round });
+                }
             }
             MessageBody::SnapshotChunk { meta, offset, data, last } => self.handle_snapshot_chunk(m.from, *meta, offset, data, last),
             _ => unreachable!("only leader messages are passed here"),
@@ -657,18 +666,42 @@ impl<S: Storage> Raft<S> {
     }
 
     fn broadcast_heartbeat(&mut self) {
+        let reads_wait = self.round_open;
         self.read_round += 1;
         self.round_open = false;
         let (round, now) = (self.read_round, self.ticks_total);
-        let round_ticks = &mut self.reads.get_or_insert_default().round_ticks;
+        let reads = self.reads.get_or_insert_default();
+        let round_ticks = &mut reads.round_ticks;
         if round_ticks.len() == limits::HEARTBEAT_ROUNDS_REMEMBERED_MAX {
             round_ticks.pop_front();
         }
         round_ticks.push_back((round, now));
+        // Reads waiting, or read lately (the lease is worth keeping): every
+        // follower answers. Otherwise a follower that holds the whole log,
+        // replicates normally and answered something within the last
+        // heartbeat interval is not asked to: its answer would tell nothing
+        // new. The lease grows only from rounds a quorum answered, so without
+        // reads it may lapse; the next read then confirms leadership with a
+        // round, which renews it.
+        let reads_recent = self.cfg.lease_ticks > 0 && reads.last_read_tick > 0 && now < reads.last_read_tick + u64::from(self.cfg.election_timeout_ticks);
+        let every_answer = reads_wait || !reads.pending.is_empty() || reads_recent;
         let round = self.read_round;
         let committed = self.log.committed;
-        let targets: Vec<(NodeId, LogIndex)> = self.tracker.iter().filter(|p| p.id != self.id).map(|p| (p.id, p.matched.min(committed))).collect();
-        for (to, commit) in targets {
+        let heard_since = now.saturating_sub(u64::from(self.cfg.heartbeat_ticks));
+        let (max_inflight, last) = (self.cfg.max_inflight_msgs, self.log.last_index());
+        let targets: Vec<(NodeId, LogIndex, bool)> = self
+            .tracker
+            .iter()
+            .filter(|p| p.id != self.id)
+            .map(|p| {
+                // A follower behind may have lost appends: its answer makes
+                // the leader send them again.
+                let quiet = p.state == ProgressState::Replicate && p.matched == last && !p.inflights.is_full(max_inflight) && p.last_heard_tick >= heard_since;
+                (p.id, p.matched.min(committed), every_answer || !quiet)
+            })
+            .collect();
+        for (to, commit, answer) in targets {
+            let round = if answer { round } else { Self::NO_ANSWER_ROUND };
             self.send(to, self.term, MessageBody::Heartbeat { commit, round });
         }
         // A single-voter group confirms its own rounds.
@@ -1040,6 +1073,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_read_request(&mut self, request_id: u64, from: NodeId) -> Result<(), ReadError> {
+        self.reads.get_or_insert_default().last_read_tick = self.ticks_total;
         let waiting = self.reads.as_ref().map_or(0, |r| r.pending.len() + r.awaiting_commit.len());
         if waiting >= limits::PENDING_READS_MAX {
             return Err(ReadError::TooManyPending);

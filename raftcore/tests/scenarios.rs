@@ -5,7 +5,7 @@
 
 mod scenario_net;
 
-use raftcore::{ChangeOp, ConfChange, ConfChangeError, Config, HardState, LogIndex, MessageBody, NodeId, ProposeError, ReadError, ReadState, Role, Term, Transition};
+use raftcore::{ChangeOp, ConfChange, ConfChangeError, Config, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError, ReadError, ReadState, Role, Term, Transition};
 use scenario_net::{change, config, ids, is_append, is_leave_joint_entry, nid, paper_config, Net};
 
 fn timeout_ticks(net: &Net, n: u64) -> u32 {
@@ -251,12 +251,14 @@ fn check_quorum_leader_steps_down_in_minority() {
 
 // ---- Linearizable reads (thesis §6.4) ------------------------------------------------
 
-/// While a quorum keeps echoing heartbeats, the leader answers a read from
-/// its lease, without a round trip.
+/// A first read confirms leadership with a heartbeat round, and while reads
+/// keep coming the followers echo every round; from then on the leader
+/// answers a read from its lease, without a round trip.
 #[test]
 fn lease_read_served_while_quorum_live() {
     let mut net = Net::new(&[1, 2, 3], config);
     net.elect(1);
+    start_lease(&mut net, 1);
     net.tick_all();
     assert!(net.raw(1).raft.lease_valid());
     let committed = net.committed(1);
@@ -274,6 +276,7 @@ fn lease_read_served_while_quorum_live() {
 fn lease_read_refused_after_losing_quorum() {
     let mut net = Net::new(&[1, 2, 3], config);
     net.elect(1);
+    start_lease(&mut net, 1);
     net.tick_all();
     let lease_ticks = net.node(1).cfg.lease_ticks;
     assert!(net.raw(1).raft.lease_valid());
@@ -295,6 +298,54 @@ fn lease_read_refused_after_losing_quorum() {
     assert!(net.node(1).read_states.is_empty(), "an isolated leader answered a read");
     assert_ne!(net.role(1), Role::Leader);
     assert_eq!(net.raw_mut(1).read_index(12), Err(ReadError::NoLeader));
+}
+
+/// A read at leader `leader`, confirmed by a heartbeat round; its answer is
+/// taken out of the way.
+fn start_lease(net: &mut Net, leader: u64) {
+    net.raw_mut(leader).read_index(1_000).unwrap();
+    net.stabilize();
+    assert_eq!(net.node(leader).read_states.len(), 1, "the first read was not confirmed");
+    net.node_mut(leader).read_states.clear();
+}
+
+/// A leader that serves no reads asks a follower to answer a heartbeat only
+/// when it has not heard from it for a heartbeat interval (enough for check
+/// quorum); after a read every follower answers every round, which keeps
+/// the lease.
+#[test]
+fn without_reads_followers_answer_only_the_heartbeats_the_leader_needs() {
+    let mut net = Net::new(&[1, 2, 3], config);
+    net.elect(1);
+    let count = |net: &Net, from: u64, to: u64, answer: bool| {
+        let wanted = |m: &&&Message| match m.body {
+            MessageBody::Heartbeat { .. } => !answer,
+            MessageBody::HeartbeatResponse { .. } => answer,
+            _ => false,
+        };
+        net.sent_between(from, to).iter().filter(wanted).count()
+    };
+    let totals = |net: &Net| [2, 3].map(|f| (count(net, 1, f, false), count(net, f, 1, true)));
+    let before = totals(&net);
+    for _ in 0..4 * timeout_ticks(&net, 1) {
+        net.tick_all();
+        assert_eq!(net.role(1), Role::Leader, "the leader lost its quorum");
+    }
+    for ((sent0, answered0), (sent, answered)) in before.into_iter().zip(totals(&net)) {
+        let (sent, answered) = (sent - sent0, answered - answered0);
+        assert!(sent > 4 && answered * 2 <= sent + 1, "{answered} answers to {sent} heartbeats");
+    }
+    // For an election timeout after a read every round is answered: the
+    // lease is kept.
+    start_lease(&mut net, 1);
+    let before = totals(&net);
+    for _ in 0..net.node(1).cfg.lease_ticks {
+        net.tick_all();
+        assert!(net.raw(1).raft.lease_valid(), "the lease lapsed while reads come");
+    }
+    for ((sent0, answered0), (sent, answered)) in before.into_iter().zip(totals(&net)) {
+        assert!(sent > sent0 && answered - answered0 == sent - sent0, "{} answers to {} heartbeats", answered - answered0, sent - sent0);
+    }
 }
 
 fn no_lease_config(n: u64) -> Config {
