@@ -402,6 +402,23 @@ fn missing_middle_segment_is_corruption() {
 }
 
 #[test]
+fn an_oversized_segment_file_is_refused_not_allocated() {
+    let dir = disk_dir("myriad-log-huge");
+    build_wal(dir.path(), 40);
+    // A sparse 3 GiB file under a segment's name: reading it whole would
+    // allocate 3 GiB; it is refused as no segment this WAL could write.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("00000000000000000002.wal"))
+        .expect("open");
+    file.set_len(3 << 30).expect("grow");
+    let verify = myriad_log(&["verify"], dir.path());
+    assert_ne!(verify.status.code(), Some(0));
+    let text = format!("{}{}", stdout(&verify), String::from_utf8_lossy(&verify.stderr));
+    assert!(text.contains("00000000000000000002.wal") && text.contains("more than any segment"), "{text}");
+}
+
+#[test]
 fn a_log_jump_is_recorded_with_a_compaction_mark() {
     let dir = disk_dir("myriad-log-gap");
     let path = dir.path().to_owned();

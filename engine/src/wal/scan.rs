@@ -13,7 +13,7 @@ use rkyv::util::AlignedVec;
 use super::batch::ArchivedBatch;
 use super::format::{parse_segment_file_name, record_at, segment_file_name, Record, RecordDefect};
 use super::format::{SegmentHeader, SegmentHeaderDefect};
-use super::limits::{align_up, BLOCK_BYTES, SECTOR_BYTES, SEGMENT_HEADER_BYTES};
+use super::limits::{align_up, BLOCK_BYTES, SECTOR_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES_MAX};
 use super::types::{RecordSeq, SegmentSeq};
 
 /// A segment image in memory, aligned so archived batches can be read in place.
@@ -96,7 +96,15 @@ impl SegmentSource for DirSource {
     fn read(&self, segment: SegmentSeq, image: &mut Image) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(self.path(segment))?;
-        let len = file.metadata()?.len() as usize;
+        let len = file.metadata()?.len();
+        if len > SEGMENT_SIZE_BYTES_MAX {
+            // Not a segment this WAL wrote: refuse it before allocating.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{len} bytes, more than any segment ({SEGMENT_SIZE_BYTES_MAX})"),
+            ));
+        }
+        let len = len as usize;
         image.clear();
         // Read straight into the spare capacity: a fresh image is not
         // zero-filled first, so its pages are touched once.
