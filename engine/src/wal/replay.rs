@@ -3,11 +3,11 @@
 //! `read_entries` would read a record once for every group in it).
 //!
 //! The open scan can keep the payloads of the records it checks (`Kept`, up
-//! to a byte budget): slices of the segment images it read, so keeping
-//! copies nothing, and the replay hands out slices of those and reads
-//! nothing again. Records it did not keep (over the
-//! budget, or written after open) are read once each, whole segments at a
-//! time, and their CRC and archive checked again.
+//! to a byte budget) as slices of the segment images it read, so keeping
+//! copies nothing; the replay hands out slices of those and reads nothing
+//! again. Records it did not keep (over the budget, or written after open)
+//! are read once each, whole segments at a time, and their CRC and archive
+//! checked again.
 
 use std::collections::HashMap;
 
