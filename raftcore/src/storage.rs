@@ -144,9 +144,11 @@ impl MemStorage {
         assert!(index <= self.last_index(), "compact {} beyond last {}", index, self.last_index());
         let term = self.term(index).expect("index is in the log");
         self.entries.drain(..(index.get() - offset.get()) as usize);
-        // Give memory back when mostly empty, but not on every compaction of
-        // a busy log (that would reallocate on the next append).
-        if self.entries.capacity() > 4 * self.entries.len().max(16) {
+        // Give memory back when empty (an idle group compacted to its last
+        // entry keeps no buffer: 16 entries' room is 896 bytes) or mostly
+        // empty, but not on every compaction of a busy log (that would
+        // reallocate on the next append).
+        if self.entries.is_empty() || self.entries.capacity() > 4 * self.entries.len().max(16) {
             self.entries.shrink_to_fit();
         }
         self.snapshot.meta.index = index;
@@ -213,5 +215,30 @@ impl Storage for MemStorage {
             return Err(StorageError::SnapshotTemporarilyUnavailable);
         }
         Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryKind;
+
+    fn entries(from: u64, to: u64) -> Vec<Entry> {
+        (from..=to).map(|i| Entry { term: BOOTSTRAP_TERM, index: LogIndex(i), kind: EntryKind::Normal, data: Bytes::new() }).collect()
+    }
+
+    #[test]
+    fn compacting_to_the_last_entry_frees_the_log_buffer() {
+        let mut s = MemStorage::new(ConfState::default());
+        let first = BOOTSTRAP_INDEX.get() + 1;
+        s.append_owned(entries(first, first + 9));
+        s.compact(LogIndex(first + 4));
+        assert!(s.entries.capacity() >= 5, "a partly compacted log keeps its buffer");
+        s.compact(LogIndex(first + 9));
+        assert_eq!(s.entries.capacity(), 0, "an empty log holds no buffer");
+        assert_eq!(s.last_index(), LogIndex(first + 9));
+        assert_eq!(s.term(LogIndex(first + 9)), Ok(BOOTSTRAP_TERM));
+        s.append_owned(entries(first + 10, first + 10));
+        assert_eq!(s.last_index(), LogIndex(first + 10));
     }
 }
