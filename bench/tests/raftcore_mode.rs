@@ -21,7 +21,8 @@ fn raftcore_mode_reports_throughput_cpu_and_idle_memory() {
     let cores = result["cpu_cores_used"].as_f64().unwrap();
     assert!(cores > 0.2 && cores < 1.5, "one thread drives every replica: {cores}");
     // A quiesced replica holds its state, progress for 3 peers and storage:
-    // hundreds of bytes, not nothing and not kilobytes of buffers.
+    // hundreds of bytes, not nothing, and within the 1 KiB target (a log
+    // buffer kept after compaction once made it 1,914).
     let idle = result["idle_group_bytes"].as_i64().unwrap();
-    assert!((200..4096).contains(&idle), "idle_group_bytes {idle}");
+    assert!((200..=1024).contains(&idle), "idle_group_bytes {idle}");
 }
