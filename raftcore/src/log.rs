@@ -39,21 +39,21 @@ impl Unstable {
         }
     }
 
-    fn truncate_and_append(&mut self, new: &[Entry]) {
+    fn truncate_and_append(&mut self, new: Vec<Entry>) {
         let after = new[0].index;
         let end = self.offset.plus(self.entries.len() as u64);
         if after == end {
-            self.entries.extend_from_slice(new);
+            self.entries.extend(new);
         } else if after <= self.offset {
             // The whole unstable suffix is replaced; older durable entries
             // from `after` on are overwritten by the next write.
             self.offset = after;
             self.handed_out = after;
             self.entries.clear();
-            self.entries.extend_from_slice(new);
+            self.entries.extend(new);
         } else {
             self.entries.truncate((after.get() - self.offset.get()) as usize);
-            self.entries.extend_from_slice(new);
+            self.entries.extend(new);
             self.handed_out = self.handed_out.min(after);
         }
     }
@@ -139,26 +139,33 @@ impl<S: Storage> RaftLog<S> {
     /// Appends entries that start right after the current last index or
     /// overwrite an uncommitted suffix. Returns the new last index.
     pub fn append(&mut self, entries: &[Entry]) -> LogIndex {
+        self.append_owned(entries.to_vec())
+    }
+
+    /// `append`, taking the entries by value (no reference-count churn).
+    pub fn append_owned(&mut self, entries: Vec<Entry>) -> LogIndex {
         let Some(first) = entries.first() else { return self.last_index() };
-        assert!(first.index > self.committed, "overwriting committed index {} (committed {})", first.index, self.committed);
-        assert!(first.index <= self.last_index().next(), "append at {} leaves a gap after {}", first.index, self.last_index());
+        let first = first.index;
+        assert!(first > self.committed, "overwriting committed index {first} (committed {})", self.committed);
+        assert!(first <= self.last_index().next(), "append at {first} leaves a gap after {}", self.last_index());
         self.unstable.truncate_and_append(entries);
-        self.persisted = self.persisted.min(first.index.prev());
+        self.persisted = self.persisted.min(first.prev());
         self.last_index()
     }
 
     /// A follower's append: if the log matches at (`prev_index`,
     /// `prev_term`), drops any conflicting suffix, appends what is new and
     /// returns the last index the leader's message covers.
-    pub fn maybe_append(&mut self, prev_index: LogIndex, prev_term: Term, commit: LogIndex, entries: &[Entry]) -> Option<LogIndex> {
+    pub fn maybe_append(&mut self, prev_index: LogIndex, prev_term: Term, commit: LogIndex, mut entries: Vec<Entry>) -> Option<LogIndex> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
         let last_new = prev_index.plus(entries.len() as u64);
-        if let Some(conflict) = self.find_conflict(entries) {
+        if let Some(conflict) = self.find_conflict(&entries) {
             assert!(conflict > self.committed, "conflict at {conflict} at or below commit {}", self.committed);
             let start = (conflict.get() - prev_index.get() - 1) as usize;
-            self.append(&entries[start..]);
+            entries.drain(..start);
+            self.append_owned(entries);
         }
         self.commit_to(commit.min(last_new));
         Some(last_new)

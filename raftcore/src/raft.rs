@@ -484,7 +484,7 @@ impl<S: Storage> Raft<S> {
 
     fn handle_leader_message(&mut self, m: Message) {
         match m.body {
-            MessageBody::Append { prev_index, prev_term, entries, commit } => self.handle_append(m.from, prev_index, prev_term, &entries, commit),
+            MessageBody::Append { prev_index, prev_term, entries, commit } => self.handle_append(m.from, prev_index, prev_term, entries, commit),
             MessageBody::Heartbeat { commit, round } => {
                 self.log.commit_to(commit.min(self.log.last_index()));
                 if round != Self::NO_ANSWER_ROUND {
@@ -519,7 +519,7 @@ impl<S: Storage> Raft<S> {
 
     // ---- replication: follower side --------------------------------------------
 
-    fn handle_append(&mut self, leader: NodeId, prev_index: LogIndex, prev_term: Term, entries: &[Entry], commit: LogIndex) {
+    fn handle_append(&mut self, leader: NodeId, prev_index: LogIndex, prev_term: Term, entries: Vec<Entry>, commit: LogIndex) {
         if prev_index < self.log.committed {
             let index = self.log.committed;
             self.send(leader, self.term, MessageBody::AppendResponse { index, reject: None });
@@ -550,7 +550,7 @@ impl<S: Storage> Raft<S> {
                 Entry { term, index, kind, data }
             })
             .collect();
-        let last = self.log.append(&entries);
+        let last = self.log.append_owned(entries);
         self.broadcast_pending = true;
         last
     }

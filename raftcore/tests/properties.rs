@@ -258,7 +258,7 @@ fn apply_follower_append(log: &mut RaftLog<MemStorage>, m: &mut LogModel, op: (u
     }
     let last_new = prev + count;
     let commit = commit % (last_new + 2);
-    let got = log.maybe_append(LogIndex(prev), Term(prev_term), LogIndex(commit), &entries(prev + 1, &new_terms));
+    let got = log.maybe_append(LogIndex(prev), Term(prev_term), LogIndex(commit), entries(prev + 1, &new_terms));
     if m.term(prev) != Some(prev_term) {
         assert_eq!(got, None, "append after a mismatching ({prev}, {prev_term}) was accepted");
         return;
@@ -365,9 +365,9 @@ proptest! {
 #[test]
 fn maybe_append_refuses_to_overwrite_committed_entries() {
     let (mut log, _) = bootstrap_log();
-    assert_eq!(log.maybe_append(LogIndex(1), Term(1), LogIndex(3), &entries(2, &[2, 2])), Some(LogIndex(3)));
+    assert_eq!(log.maybe_append(LogIndex(1), Term(1), LogIndex(3), entries(2, &[2, 2])), Some(LogIndex(3)));
     assert_eq!(log.committed, LogIndex(3));
-    let overwrite = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.maybe_append(LogIndex(1), Term(1), LogIndex(1), &entries(2, &[3]))));
+    let overwrite = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.maybe_append(LogIndex(1), Term(1), LogIndex(1), entries(2, &[3]))));
     assert!(overwrite.is_err(), "a conflict at or below the commit index was accepted");
 }
 
