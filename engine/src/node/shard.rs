@@ -426,7 +426,7 @@ impl Shard {
                 None => respond(Reply::UnknownGroup),
                 Some(g) => {
                     g.wake();
-                    client_op(g, op, self.entry_bytes_max, respond);
+                    client_op(g, op, self.entry_bytes_max, self.wal.disk_full(), respond);
                     schedule(g, dirty);
                 }
             },
@@ -580,9 +580,14 @@ fn prefetch(groups: &IdMap<Box<Group>>, id: u64) {
 
 /// Turns a client operation into a proposal or a read of `g`. A command
 /// longer than `entry_bytes_max` is refused: its entry would not fit in a
-/// WAL record.
-fn client_op(g: &mut Group, op: Op, entry_bytes_max: usize, respond: Responder) {
+/// WAL record; so is every write while the WAL waits for disk space.
+fn client_op(g: &mut Group, op: Op, entry_bytes_max: usize, wal_disk_full: bool, respond: Responder) {
     let propose = |g: &mut Group, cmd: KvCommand, respond: Responder| {
+        if wal_disk_full {
+            // Refused before it is proposed, so certainly not applied; the
+            // WAL would only queue it in memory until space is freed.
+            return respond(Reply::Error(format!("group {}: this node's WAL has no disk space for a new segment; writes are refused until space is freed", g.id)));
+        }
         let command = cmd.encode();
         if command.len() > entry_bytes_max {
             return respond(Reply::Error(format!("a command of {} bytes exceeds the {entry_bytes_max} bytes an entry may have with this node's WAL segment size", command.len())));
@@ -631,4 +636,42 @@ const ENTRY_OVERHEAD_BYTES_MAX: usize = 4096;
 /// WAL errors may share an `Rc`; keep their message for `anyhow`.
 pub(super) fn wal_error(e: wal::WalError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn group() -> Group {
+        let storage = MemStorage::new(ConfState { voters: vec![NodeId(1)], ..Default::default() });
+        let raw = RawNode::new(raftcore::Config::new(NodeId(1)), storage).expect("valid config");
+        Group::new(7, raw, crate::kv::KvStore::new())
+    }
+
+    fn reply_to(g: &mut Group, op: Op, wal_disk_full: bool) -> Option<Reply> {
+        let got = Rc::new(RefCell::new(None));
+        let put = got.clone();
+        client_op(g, op, 1 << 20, wal_disk_full, Box::new(move |r| *put.borrow_mut() = Some(r)));
+        got.take()
+    }
+
+    #[test]
+    fn writes_are_refused_while_the_wal_has_no_disk_space() {
+        let mut g = group();
+        let put = || Op::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
+        match reply_to(&mut g, put(), true) {
+            Some(Reply::Error(e)) => assert!(e.contains("no disk space"), "{e}"),
+            other => panic!("a write on a full disk got {other:?}"),
+        }
+        assert!(!g.raw.has_ready(), "the refused write was proposed");
+        // Stale reads go on; with space again, writes are proposed.
+        let read = Op::Get { key: Bytes::from_static(b"k"), consistency: Consistency::Stale };
+        assert!(matches!(reply_to(&mut g, read, true), Some(Reply::Value(None))));
+        assert!(!matches!(reply_to(&mut g, put(), false), Some(Reply::Error(_))));
+    }
 }
