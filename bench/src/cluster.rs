@@ -70,6 +70,7 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
                 sync: shape.sync,
                 pin_cores: false,
                 compact_every_entries: 8192,
+                log_entries_in_memory_max: 4_000_000,
                 wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
                 wal_rewrite_after_segments: None,
             };

@@ -43,6 +43,38 @@ fn groups_elect_replicate_and_serve_linearizable_reads() {
     assert!(m.messages_sent >= m.frames_sent, "frames carry batches: {m:?}");
 }
 
+#[test]
+fn logs_over_the_memory_budget_are_compacted_and_lose_nothing() {
+    let (groups, budget) = (20, 100);
+    // Logs never reach the compaction interval: only the budget (per core)
+    // compacts them.
+    let mut c = TestCluster::start_with(groups, 2, |cfg| {
+        cfg.compact_every_entries = 1 << 40;
+        cfg.log_entries_in_memory_max = budget;
+    });
+    let mut client = c.client();
+    for i in 0..20 {
+        for g in 1..=groups {
+            expect_done(client.put(g, format!("k{i}"), value(g, i)), "put");
+        }
+    }
+    eventually(Duration::from_secs(20), "every node back under its budget", || {
+        (1..=3).all(|id| {
+            let m = c.metrics(id);
+            m.snapshots > 0 && m.log_entries_in_memory <= 2 * budget
+        })
+    });
+    // Snapshots and WAL together still hold every write, also after a
+    // whole-cluster restart.
+    c.restart_all();
+    let mut client = c.client();
+    for g in 1..=groups {
+        for i in [0, 10, 19] {
+            assert_eq!(client.get(g, format!("k{i}")), Outcome::Ok(Reply::Value(Some(value(g, i)))), "group {g} k{i}");
+        }
+    }
+}
+
 fn stale_get(c: &TestCluster, node: u64, group: u64, key: &str) -> Outcome {
     c.client_of(node).call(group, Op::Get { key: Bytes::copy_from_slice(key.as_bytes()), consistency: Consistency::Stale })
 }
@@ -73,12 +105,7 @@ fn killed_node_recovers_from_its_wal_and_catches_up_by_snapshot() {
         eventually(Duration::from_secs(5), "node 3 re-applied its WAL", || stale_get(&c, 3, g, "k") == Outcome::Ok(Reply::Value(Some(value(g, 0)))));
     }
     // A whole-cluster restart loses nothing acknowledged.
-    for id in 1..=3 {
-        c.kill(id);
-    }
-    for id in 1..=3 {
-        c.restart(id);
-    }
+    c.restart_all();
     let mut client = c.client();
     for i in [0, 150, 299] {
         assert_eq!(client.get(1, format!("k{i}")), Outcome::Ok(Reply::Value(Some(value(1, i)))));
@@ -196,12 +223,7 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
         expect_done(client.put(g, "k", value(g, 1)), "write to a new group");
     }
     expect_done(client.delete_group(1001), "delete");
-    for id in 1..=3 {
-        c.kill(id);
-    }
-    for id in 1..=3 {
-        c.restart(id);
-    }
+    c.restart_all();
     let mut client = c.client();
     assert_eq!(client.get(1000, "k"), Outcome::Ok(Reply::Value(Some(value(1000, 1)))));
     assert_eq!(client.get(1199, "k"), Outcome::Ok(Reply::Value(Some(value(1199, 1)))));
@@ -249,12 +271,7 @@ fn idle_groups_are_copied_forward_so_old_wal_segments_go() {
     for id in 1..=3 {
         eventually(Duration::from_secs(20), "old segments deleted", || wal_segments(&c, id) <= 6);
     }
-    for id in 1..=3 {
-        c.kill(id);
-    }
-    for id in 1..=3 {
-        c.restart(id);
-    }
+    c.restart_all();
     let mut client = c.client();
     for g in 1..=groups {
         assert_eq!(client.get(g, "idle"), Outcome::Ok(Reply::Value(Some(value(g, 0)))), "group {g}");
@@ -297,12 +314,7 @@ fn large_entries_are_split_across_wal_records_and_oversized_ones_refused() {
     for w in writers {
         w.join().expect("writer");
     }
-    for id in 1..=3 {
-        c.kill(id);
-    }
-    for id in 1..=3 {
-        c.restart(id);
-    }
+    c.restart_all();
     let mut client = c.client();
     for w in 0..16u64 {
         for i in 0..6u64 {

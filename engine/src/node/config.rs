@@ -48,6 +48,15 @@ pub struct NodeConfig {
     /// many applied entries.
     #[serde(default = "default_compact_every_entries")]
     pub compact_every_entries: u64,
+    /// Raft log entries a core keeps in memory, all its groups together: a
+    /// safety valve against running out of memory when many groups write
+    /// too slowly to reach `compact_every_entries`. Beyond it, once a
+    /// second, the core compacts the groups with the longest logs (a
+    /// snapshot each, at most 64 a second) until it is back under nine
+    /// tenths of it. Snapshot files are written synchronously on the core,
+    /// so while it compacts, latency suffers.
+    #[serde(default = "default_log_entries_in_memory_max")]
+    pub log_entries_in_memory_max: u64,
     /// Size of each WAL segment file (preallocated, 4 KiB multiple). A
     /// client command may have at most a quarter of it (4 MiB at most) less
     /// 4 KiB; every node of a cluster should use the same size.
@@ -66,6 +75,10 @@ pub struct NodeConfig {
 
 fn default_compact_every_entries() -> u64 {
     8192
+}
+
+fn default_log_entries_in_memory_max() -> u64 {
+    4_000_000
 }
 
 fn default_wal_segment_size_bytes() -> u64 {
@@ -119,7 +132,7 @@ pub enum ConfigError {
     Groups(u64),
     #[error("tick_ms must be in 1..=10000, got {0}")]
     Tick(u64),
-    #[error("compact_every_entries must be at least 1")]
+    #[error("compact_every_entries and log_entries_in_memory_max must be at least 1")]
     CompactEvery,
     #[error("{0}")]
     Wal(String),
@@ -160,7 +173,7 @@ impl NodeConfig {
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return Err(ConfigError::Tick(self.tick_ms));
         }
-        if self.compact_every_entries == 0 {
+        if self.compact_every_entries == 0 || self.log_entries_in_memory_max == 0 {
             return Err(ConfigError::CompactEvery);
         }
         if self.wal_rewrite_after_segments.is_some_and(|n| n < 2) {

@@ -27,6 +27,7 @@ pub struct CoreMetrics {
     pub leaders: AtomicU64,
     pub leader_stepdowns: AtomicU64,
     pub quiesced_groups: AtomicU64,
+    pub log_entries_in_memory: AtomicU64,
 }
 
 /// A reading of the counters, summed over cores.
@@ -61,6 +62,9 @@ pub struct MetricsSnapshot {
     pub leader_stepdowns: u64,
     /// Groups not being ticked (as of each core's last tick).
     pub quiesced_groups: u64,
+    /// Raft log entries held in memory (as of each core's last budget
+    /// check, once a second).
+    pub log_entries_in_memory: u64,
 }
 
 impl MetricsSnapshot {
@@ -89,6 +93,7 @@ impl MetricsSnapshot {
             s.leaders += get(&m.leaders);
             s.leader_stepdowns += get(&m.leader_stepdowns);
             s.quiesced_groups += get(&m.quiesced_groups);
+            s.log_entries_in_memory += get(&m.log_entries_in_memory);
         }
         s
     }

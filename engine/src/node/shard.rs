@@ -81,6 +81,8 @@ pub struct Shard {
     live_peers: RefCell<std::collections::HashSet<u64>>,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
+    /// Ticks handled, to check the log memory budget every few.
+    ticks: Cell<u64>,
     /// An iteration's WAL batch is submitted as a record of its own once its
     /// archive may reach this size: one record must fit in a segment.
     record_split_bytes: u64,
@@ -171,6 +173,7 @@ impl Shard {
             metrics,
             stopped: Cell::new(false),
             record_split_bytes,
+            ticks: Cell::new(0),
             entry_bytes_max: entry_bytes_max(record_split_bytes),
         })
     }
@@ -446,6 +449,12 @@ impl Shard {
                     }
                 }
                 self.metrics.quiesced_groups.store(quiesced, Ordering::Relaxed);
+                self.ticks.set(self.ticks.get() + 1);
+                if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
+                    if let Err(e) = self.keep_logs_within_budget(&mut groups, batch) {
+                        tracing::error!("core {}: compacting logs over the memory budget: {e:#}", self.core);
+                    }
+                }
                 let stats = self.wal.stats();
                 let m = &self.metrics;
                 m.leaders.store(leaders, Ordering::Relaxed);
@@ -514,7 +523,44 @@ impl Shard {
         let storage = &g.raw.raft.log.storage;
         let wanted = storage.snapshot_wanted();
         let due = applied.0 >= storage.first_index().0 + self.cfg.compact_every_entries || (wanted.0 > 0 && applied >= wanted);
-        if !due || applied > storage.last_index() || applied < storage.first_index() {
+        if due {
+            self.compact_to_applied(g, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Over `log_entries_in_memory_max`, compacts the groups with the
+    /// longest logs (at most `BUDGET_COMPACTIONS_MAX`) until the core is
+    /// back under nine tenths of it.
+    fn keep_logs_within_budget(&self, groups: &mut IdMap<Box<Group>>, batch: &mut Batch) -> anyhow::Result<()> {
+        let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
+        let total: u64 = groups.values().map(|g| held(g)).sum();
+        self.metrics.log_entries_in_memory.store(total, Ordering::Relaxed);
+        let max = self.cfg.log_entries_in_memory_max;
+        if total <= max {
+            return Ok(());
+        }
+        let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
+        longest.sort_unstable_by(|a, b| b.cmp(a));
+        let mut excess = total - max / 10 * 9;
+        for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
+            let Some(g) = groups.get_mut(&id) else { continue };
+            let before = held(g);
+            self.compact_to_applied(g, batch)?;
+            excess = excess.saturating_sub(before - held(g));
+            if excess == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots the state machine at its applied index and drops the log
+    /// up to it: the snapshot file is durable before the WAL is told.
+    fn compact_to_applied(&self, g: &mut Group, batch: &mut Batch) -> anyhow::Result<()> {
+        let applied = g.sm.applied();
+        let storage = &g.raw.raft.log.storage;
+        if applied > storage.last_index() || applied < storage.first_index() {
             return Ok(());
         }
         let conf_state = g.raw.raft.tracker.conf_state();
@@ -553,6 +599,12 @@ impl Shard {
         }
     }
 }
+
+/// Ticks between two checks of the log memory budget.
+const BUDGET_CHECK_EVERY_TICKS: u64 = 10;
+/// Groups one budget check compacts at most: each writes and fsyncs a
+/// snapshot file on the core.
+const BUDGET_COMPACTIONS_MAX: usize = 64;
 
 /// How many groups ahead of the one being processed `prefetch` loads.
 const PREFETCH_AHEAD: usize = 8;

@@ -10,7 +10,9 @@
 //! leaves either the old file or the new one.
 //!
 //! Writes are synchronous (blocking the core for the length of one fsync):
-//! a group snapshots once per `compact_every_entries` applied entries.
+//! a group snapshots once per `compact_every_entries` applied entries, and
+//! up to 64 groups a second when their core holds more than
+//! `log_entries_in_memory_max` log entries.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

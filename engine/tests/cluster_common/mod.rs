@@ -34,6 +34,11 @@ fn data_root() -> PathBuf {
 
 impl TestCluster {
     pub fn start(groups: u64, cores: u32) -> TestCluster {
+        TestCluster::start_with(groups, cores, |_| {})
+    }
+
+    /// `start`, with every node's configuration changed by `tweak` first.
+    pub fn start_with(groups: u64, cores: u32, tweak: impl Fn(&mut NodeConfig)) -> TestCluster {
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
         let dir = tempfile::tempdir_in(data_root()).unwrap();
         let mut peers = BTreeMap::new();
@@ -61,11 +66,14 @@ impl TestCluster {
                 sync: true,
                 pin_cores: false,
                 compact_every_entries: 64,
+                log_entries_in_memory_max: 4_000_000,
                 // Small segments, so that purges rewrite idle groups forward in
                 // every cluster test.
                 wal_segment_size_bytes: 1 << 20,
                 wal_rewrite_after_segments: Some(4),
             };
+            let mut cfg = cfg;
+            tweak(&mut cfg);
             configs.insert(id, cfg);
         }
         let mut c = TestCluster { dir, configs, nodes: BTreeMap::new(), client_addrs: BTreeMap::new() };
@@ -82,6 +90,16 @@ impl TestCluster {
     }
 
     /// Stops every core of `id` at once, as a crash would.
+    /// Kills every node, then starts them all again on their data.
+    pub fn restart_all(&mut self) {
+        for id in 1..=3 {
+            self.kill(id);
+        }
+        for id in 1..=3 {
+            self.restart(id);
+        }
+    }
+
     pub fn kill(&mut self, id: u64) {
         if let Some(c) = self.nodes.remove(&id) {
             c.kill(id);

@@ -331,6 +331,11 @@ pin_cores = false
 # A group snapshots its state and compacts its log every this many entries.
 compact_every_entries = 8192
 
+# Raft log entries a core keeps in memory, all its groups together: a safety
+# valve against running out of memory. Beyond it the core compacts its
+# longest logs, up to 64 groups a second (latency suffers meanwhile).
+log_entries_in_memory_max = 4000000
+
 # Size of each preallocated WAL segment file (one WAL per core). A command
 # may have a quarter of it (at most 4 MiB) less 4 KiB; use one size cluster-wide.
 wal_segment_size_bytes = 67108864
