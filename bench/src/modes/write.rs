@@ -103,18 +103,21 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         let fsyncs = a.wal_syncs - b.wal_syncs;
         let entries = a.wal_entries - b.wal_entries;
         out.set("fsyncs", fsyncs);
-        out.set("entries_per_fsync", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 });
+        let per = |n: u64, d: u64| if d > 0 { n as f64 / d as f64 } else { 0.0 };
+        let entries_per_fsync = per(entries, fsyncs);
+        out.set("entries_per_fsync", entries_per_fsync);
         let frames = a.frames_sent - b.frames_sent;
         out.set("frames_sent", frames);
         out.set("heartbeat_frames", a.heartbeat_frames - b.heartbeat_frames);
         let messages = a.messages_sent - b.messages_sent;
         out.set("leader_stepdowns", a.leader_stepdowns - b.leader_stepdowns);
         out.set("frames_dropped", a.frames_dropped - b.frames_dropped);
-        out.set("messages_per_frame", if frames > 0 { messages as f64 / frames as f64 } else { 0.0 });
+        let messages_per_frame = per(messages, frames);
+        out.set("messages_per_frame", messages_per_frame);
         // Raft messages between the nodes for each acknowledged operation.
-        let ops = report.writes + report.reads;
-        out.set("messages_per_op", if ops > 0 { messages as f64 / ops as f64 } else { 0.0 });
-        out.say(format!("batching: {:.1} WAL entries per fsync, {:.1} messages per frame, {:.1} messages per operation", if fsyncs > 0 { entries as f64 / fsyncs as f64 } else { 0.0 }, if frames > 0 { messages as f64 / frames as f64 } else { 0.0 }, if ops > 0 { messages as f64 / ops as f64 } else { 0.0 }));
+        let messages_per_op = per(messages, report.writes + report.reads);
+        out.set("messages_per_op", messages_per_op);
+        out.say(format!("batching: {entries_per_fsync:.1} WAL entries per fsync, {messages_per_frame:.1} messages per frame, {messages_per_op:.1} messages per operation"));
     }
     if let Some(e) = embedded {
         e.shutdown()?;
