@@ -534,13 +534,14 @@ impl Shard {
     /// back under nine tenths of it.
     fn keep_logs_within_budget(&self, groups: &mut IdMap<Box<Group>>, batch: &mut Batch) -> anyhow::Result<()> {
         let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
-        let total: u64 = groups.values().map(|g| held(g)).sum();
+        // One pass over the groups: each log's length, and their sum.
+        let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
+        let total: u64 = longest.iter().map(|&(n, _)| n).sum();
         self.metrics.log_entries_in_memory.store(total, Ordering::Relaxed);
         let max = self.cfg.log_entries_in_memory_max;
         if total <= max {
             return Ok(());
         }
-        let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
         longest.sort_unstable_by(|a, b| b.cmp(a));
         let mut excess = total - max / 10 * 9;
         for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
