@@ -35,6 +35,8 @@ pub struct EmbeddedShape {
     pub groups: u64,
     pub cores: u32,
     pub sync: bool,
+    /// Each node's `log_entries_in_memory_max` (per core).
+    pub log_entries_in_memory_max: u64,
 }
 
 /// `cores` loopback ports in a row, free right now.
@@ -69,8 +71,8 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
                 tick_ms: TICK_MS,
                 sync: shape.sync,
                 pin_cores: false,
-                compact_every_entries: 8192,
-                log_entries_in_memory_max: 4_000_000,
+                compact_every_entries: engine::node::COMPACT_EVERY_ENTRIES_DEFAULT,
+                log_entries_in_memory_max: shape.log_entries_in_memory_max,
                 wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
                 wal_rewrite_after_segments: None,
             };

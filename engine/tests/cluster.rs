@@ -75,6 +75,39 @@ fn logs_over_the_memory_budget_are_compacted_and_lose_nothing() {
     }
 }
 
+#[test]
+fn snapshots_that_cannot_be_saved_leave_their_entries_in_the_wal() {
+    let groups = 2;
+    let c = TestCluster::start(groups, 1);
+    // A directory where group 1's temporary snapshot file goes: no node can
+    // save a snapshot of group 1 (root included). Group 2 saves as usual.
+    for id in 1..=3 {
+        let snapshots = c.dir.path().join(format!("node-{id}/core-0/snapshots"));
+        std::fs::create_dir(snapshots.join(format!("g{:016x}.snap.tmp", 1))).unwrap();
+    }
+    let mut client = c.client();
+    // Far past the compaction interval (64 entries in tests).
+    for i in 0..300 {
+        for g in 1..=groups {
+            expect_done(client.put(g, format!("k{i}"), value(g, i)), "put");
+        }
+    }
+    eventually(Duration::from_secs(20), "every node failed to save group 1 and saved group 2", || {
+        (1..=3).all(|id| {
+            let m = c.metrics(id);
+            m.snapshot_save_failures > 0 && m.snapshots > 0
+        })
+    });
+    let mut c = c;
+    c.restart_all();
+    let mut client = c.client();
+    for g in 1..=groups {
+        for i in [0, 150, 299] {
+            assert_eq!(client.get(g, format!("k{i}")), Outcome::Ok(Reply::Value(Some(value(g, i)))), "group {g} k{i}");
+        }
+    }
+}
+
 fn stale_get(c: &TestCluster, node: u64, group: u64, key: &str) -> Outcome {
     c.client_of(node).call(group, Op::Get { key: Bytes::copy_from_slice(key.as_bytes()), consistency: Consistency::Stale })
 }

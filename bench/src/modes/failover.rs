@@ -105,6 +105,7 @@ pub fn run(args: &FailoverArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         groups: args.groups,
         cores: args.cores,
         sync: true,
+        log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
     };
     let embedded = Embedded::start(ctx, &shape, "starting the cluster", Plan::Open)?;
     let measured = measure(args, ctx, &embedded, &mut out);

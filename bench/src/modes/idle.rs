@@ -67,6 +67,7 @@ pub fn run(args: &IdleArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         groups: args.groups,
         cores: args.cores,
         sync: true,
+        log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
     };
     let started = Instant::now();
     let embedded = Embedded::start(ctx, &shape, "electing leaders", Plan::Units(args.groups))?;

@@ -128,6 +128,7 @@ pub fn run(args: &LinKvArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
                 groups: args.groups,
                 cores: args.cores,
                 sync: true,
+                log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
             };
             let started = Embedded::start(ctx, &shape, "starting the cluster", Plan::Open)?;
             embedded.insert(started).map.clone()

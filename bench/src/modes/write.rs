@@ -45,6 +45,10 @@ pub struct WriteArgs {
     /// Keys per group that writes choose from.
     #[arg(long, default_value_t = 1024)]
     pub keys_per_group: u64,
+    /// Each node's log_entries_in_memory_max: Raft log entries a core holds
+    /// in memory before it compacts its longest logs (embedded cluster only).
+    #[arg(long, default_value_t = engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT)]
+    pub log_entries_in_memory_max: u64,
 }
 
 pub fn default_cores() -> u32 {
@@ -68,13 +72,14 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     out.config("read_ratio", args.read_ratio);
     out.config("cores", args.cores);
     out.config("sync", sync);
+    out.config("log_entries_in_memory_max", args.log_entries_in_memory_max);
     out.config("target", args.target.clone().unwrap_or_else(|| "embedded".into()));
 
     let mut embedded = None;
     let map = match &args.target {
         Some(t) => parse_target(t, args.cores)?,
         None => {
-            let shape = EmbeddedShape { nodes: args.nodes, groups: args.groups, cores: args.cores, sync };
+            let shape = EmbeddedShape { nodes: args.nodes, groups: args.groups, cores: args.cores, sync, log_entries_in_memory_max: args.log_entries_in_memory_max };
             embedded.insert(Embedded::start(ctx, &shape, "starting the cluster", Plan::Open)?).map.clone()
         }
     };

@@ -73,12 +73,17 @@ pub struct NodeConfig {
     pub wal_rewrite_after_segments: Option<usize>,
 }
 
+/// `compact_every_entries` unless configured.
+pub const COMPACT_EVERY_ENTRIES_DEFAULT: u64 = 8192;
+/// `log_entries_in_memory_max` unless configured.
+pub const LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT: u64 = 4_000_000;
+
 fn default_compact_every_entries() -> u64 {
-    8192
+    COMPACT_EVERY_ENTRIES_DEFAULT
 }
 
 fn default_log_entries_in_memory_max() -> u64 {
-    4_000_000
+    LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT
 }
 
 fn default_wal_segment_size_bytes() -> u64 {

@@ -56,11 +56,13 @@ pub struct Group {
     leading: bool,
     /// The commit index at the previous tick.
     commit_at_last_tick: u64,
+    /// The token of this group's snapshot being saved, if one is.
+    pub snapshot_saving: Option<u64>,
 }
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, commit_at_last_tick: 0 }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, commit_at_last_tick: 0, snapshot_saving: None }
     }
 
     /// Resumes ticking after quiescence.

@@ -20,6 +20,7 @@ pub struct CoreMetrics {
     pub unknown_group_messages: AtomicU64,
     pub snapshots: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    pub snapshot_save_failures: AtomicU64,
     pub client_requests: AtomicU64,
     pub groups_created: AtomicU64,
     pub groups_deleted: AtomicU64,
@@ -48,9 +49,13 @@ pub struct MetricsSnapshot {
     pub frames_dropped: u64,
     pub connections_refused: u64,
     pub unknown_group_messages: u64,
+    /// Snapshots of the core's own compactions saved.
     pub snapshots: u64,
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: u64,
+    /// Snapshots of a core's own compactions that could not be saved (the
+    /// WAL keeps their entries).
+    pub snapshot_save_failures: u64,
     pub client_requests: u64,
     pub groups_created: u64,
     pub groups_deleted: u64,
@@ -86,6 +91,7 @@ impl MetricsSnapshot {
             s.unknown_group_messages += get(&m.unknown_group_messages);
             s.snapshots += get(&m.snapshots);
             s.snapshots_installed += get(&m.snapshots_installed);
+            s.snapshot_save_failures += get(&m.snapshot_save_failures);
             s.client_requests += get(&m.client_requests);
             s.groups_created += get(&m.groups_created);
             s.groups_deleted += get(&m.groups_deleted);

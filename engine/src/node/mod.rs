@@ -11,6 +11,7 @@ pub mod metrics;
 mod recover;
 pub mod shard;
 pub mod snapshot_file;
+mod snapshot_writer;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,7 +22,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use glommio::net::TcpListener;
 
-pub use config::{core_of, NodeConfig};
+pub use config::{core_of, NodeConfig, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT};
 pub use metrics::{CoreMetrics, MetricsSnapshot};
 use shard::{Event, Shard};
 
@@ -295,6 +296,17 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, 
     });
     tasks.spawn(peer::serve_inbound(peer_listener, expect, is_peer, deliver, metrics.clone(), tasks.clone()));
     tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), tasks.clone()));
+    let writer = shard.snapshot_writer.clone();
+    let saver = Rc::downgrade(&shard);
+    tasks.spawn(async move {
+        writer
+            .run(|saved| {
+                if let Some(shard) = saver.upgrade() {
+                    shard.push(Event::SnapshotsSaved(saved));
+                }
+            })
+            .await
+    });
     let purger = Rc::downgrade(&shard);
     tasks.spawn(async move {
         loop {

@@ -20,6 +20,7 @@ use super::id_map::IdMap;
 use super::metrics::CoreMetrics;
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
+use super::snapshot_writer::{SaveJob, Saved, SnapshotWriter};
 use super::NodeConfig;
 use crate::client::proto::{Consistency, Op, Reply, Request};
 use crate::kv::{KvCommand, KvStore, StateMachine};
@@ -49,6 +50,8 @@ pub enum Event {
     /// WAL records up to this one are durable.
     Durable(RecordSeq),
     WalFailed(String),
+    /// Snapshot files the writer saved (or failed to).
+    SnapshotsSaved(Vec<Saved>),
     Stop,
 }
 
@@ -71,6 +74,10 @@ pub struct Shard {
     groups: RefCell<IdMap<Box<Group>>>,
     wal: Wal<DmaIo>,
     snapshots: SnapshotDir,
+    /// Saves the snapshots of this core's own compactions.
+    pub snapshot_writer: Rc<SnapshotWriter>,
+    /// The token of the last save queued.
+    snapshot_tokens: Cell<u64>,
     events: RefCell<VecDeque<Event>>,
     wake: Signal,
     pub peers: HashMap<u64, Rc<PeerLink>>,
@@ -164,7 +171,9 @@ impl Shard {
             raft_cfg,
             groups: RefCell::new(groups),
             wal,
+            snapshot_writer: Rc::new(SnapshotWriter::new(snapshots.clone())),
             snapshots,
+            snapshot_tokens: Cell::new(0),
             events: RefCell::new(VecDeque::new()),
             wake: Signal::default(),
             peers: HashMap::new(),
@@ -418,6 +427,8 @@ impl Shard {
                 if let Some(mut g) = groups.remove(&group) {
                     g.abandon();
                     batch.remove_group(wal::GroupId(group));
+                    // A save in progress ends first; queued ones never run.
+                    self.snapshot_writer.cancel(group);
                     if let Err(e) = self.snapshots.remove(group) {
                         tracing::warn!("group {group}: {e}");
                     }
@@ -451,9 +462,7 @@ impl Shard {
                 self.metrics.quiesced_groups.store(quiesced, Ordering::Relaxed);
                 self.ticks.set(self.ticks.get() + 1);
                 if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
-                    if let Err(e) = self.keep_logs_within_budget(&mut groups, batch) {
-                        tracing::error!("core {}: compacting logs over the memory budget: {e:#}", self.core);
-                    }
+                    self.keep_logs_within_budget(&mut groups);
                 }
                 let stats = self.wal.stats();
                 let m = &self.metrics;
@@ -470,6 +479,7 @@ impl Shard {
                     g.wake();
                 }
             }
+            Event::SnapshotsSaved(saved) => self.on_snapshots_saved(&mut groups, saved, batch),
             Event::Durable(_) | Event::WalFailed(_) | Event::Stop => unreachable!("handled by the loop"),
         }
     }
@@ -490,7 +500,11 @@ impl Shard {
         let gid = wal::GroupId(g.id);
         if let Some(s) = snapshot {
             g.sm.restore(&s.data).map_err(|e| anyhow::anyhow!("group {}: the leader's snapshot at {} does not restore: {e}", g.id, s.meta.index))?;
-            // Durable before the WAL forgets what it covers.
+            // Durable before the WAL forgets what it covers. It supersedes
+            // any save of an older snapshot of the group (one in progress
+            // ends first).
+            self.snapshot_writer.cancel(g.id);
+            g.snapshot_saving = None;
             self.snapshots.save(g.id, &s)?;
             batch.truncate(gid, wal::LogIndex(s.meta.index.0 + 1));
             batch.compact(gid, wal::LogIndex(s.meta.index.0));
@@ -510,7 +524,7 @@ impl Shard {
         outbox.add(g.id, messages);
         g.apply(committed_entries);
         g.on_read_states(&read_states);
-        self.maybe_compact(g, batch)?;
+        self.maybe_compact(g);
         self.split_if_full(batch, submitted)?;
         Ok((number, persisted_messages))
     }
@@ -518,21 +532,20 @@ impl Shard {
     /// Snapshots the state machine and compacts the log once enough entries
     /// were applied since the last time, or when a follower needs a newer
     /// snapshot than the one kept.
-    fn maybe_compact(&self, g: &mut Group, batch: &mut Batch) -> anyhow::Result<()> {
+    fn maybe_compact(&self, g: &mut Group) {
         let applied = g.sm.applied();
         let storage = &g.raw.raft.log.storage;
         let wanted = storage.snapshot_wanted();
         let due = applied.0 >= storage.first_index().0 + self.cfg.compact_every_entries || (wanted.0 > 0 && applied >= wanted);
         if due {
-            self.compact_to_applied(g, batch)?;
+            self.compact_to_applied(g);
         }
-        Ok(())
     }
 
     /// Over `log_entries_in_memory_max`, compacts the groups with the
     /// longest logs (at most `BUDGET_COMPACTIONS_MAX`) until the core is
     /// back under nine tenths of it.
-    fn keep_logs_within_budget(&self, groups: &mut IdMap<Box<Group>>, batch: &mut Batch) -> anyhow::Result<()> {
+    fn keep_logs_within_budget(&self, groups: &mut IdMap<Box<Group>>) {
         let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
         // One pass over the groups: each log's length, and their sum.
         let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
@@ -540,39 +553,65 @@ impl Shard {
         self.metrics.log_entries_in_memory.store(total, Ordering::Relaxed);
         let max = self.cfg.log_entries_in_memory_max;
         if total <= max {
-            return Ok(());
+            return;
         }
         longest.sort_unstable_by(|a, b| b.cmp(a));
         let mut excess = total - max / 10 * 9;
         for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
             let Some(g) = groups.get_mut(&id) else { continue };
             let before = held(g);
-            self.compact_to_applied(g, batch)?;
+            self.compact_to_applied(g);
             excess = excess.saturating_sub(before - held(g));
             if excess == 0 {
                 break;
             }
         }
-        Ok(())
     }
 
     /// Snapshots the state machine at its applied index and drops the log
-    /// up to it: the snapshot file is durable before the WAL is told.
-    fn compact_to_applied(&self, g: &mut Group, batch: &mut Batch) -> anyhow::Result<()> {
+    /// up to it from memory; the snapshot file is saved off the loop, and
+    /// only once it is durable is the WAL told (`on_snapshots_saved`). A
+    /// group with a save in progress is left alone until it ends.
+    fn compact_to_applied(&self, g: &mut Group) {
         let applied = g.sm.applied();
         let storage = &g.raw.raft.log.storage;
-        if applied > storage.last_index() || applied < storage.first_index() {
-            return Ok(());
+        if g.snapshot_saving.is_some() || self.snapshot_writer.is_full() || applied > storage.last_index() || applied < storage.first_index() {
+            return;
         }
         let conf_state = g.raw.raft.tracker.conf_state();
         let data = g.sm.snapshot();
         let storage = &mut g.raw.raft.log.storage;
         storage.create_snapshot(applied, conf_state, data);
         let snapshot = storage.snapshot(raftcore::LogIndex::ZERO).expect("just created");
-        self.snapshots.save(g.id, &snapshot)?;
-        batch.compact(wal::GroupId(g.id), wal::LogIndex(applied.0));
-        self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let token = self.snapshot_tokens.get() + 1;
+        self.snapshot_tokens.set(token);
+        if self.snapshot_writer.queue(SaveJob { group: g.id, token, snapshot }) {
+            g.snapshot_saving = Some(token);
+        }
+    }
+
+    /// Saved snapshots let the WAL forget the entries they cover. A result
+    /// for a save that was superseded (a leader's snapshot installed, the
+    /// group deleted or re-created) is dropped.
+    fn on_snapshots_saved(&self, groups: &mut IdMap<Box<Group>>, saved: Vec<Saved>, batch: &mut Batch) {
+        for s in saved {
+            let Some(g) = groups.get_mut(&s.group) else { continue };
+            if g.snapshot_saving != Some(s.token) {
+                continue;
+            }
+            g.snapshot_saving = None;
+            match s.result {
+                Ok(()) => {
+                    batch.compact(wal::GroupId(s.group), wal::LogIndex(s.index.0));
+                    self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // The WAL keeps the entries; a later compaction tries again.
+                    self.metrics.snapshot_save_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("core {}: group {}: saving its snapshot at {}: {e}", self.core, s.group, s.index.0);
+                }
+            }
+        }
     }
 
     /// Records up to `seq` are durable: tell the groups, send what waited.
@@ -603,8 +642,8 @@ impl Shard {
 
 /// Ticks between two checks of the log memory budget.
 const BUDGET_CHECK_EVERY_TICKS: u64 = 10;
-/// Groups one budget check compacts at most: each writes and fsyncs a
-/// snapshot file on the core.
+/// Groups one budget check compacts at most: each serializes its state
+/// machine on the core.
 const BUDGET_COMPACTIONS_MAX: usize = 64;
 
 /// How many groups ahead of the one being processed `prefetch` loads.

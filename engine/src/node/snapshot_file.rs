@@ -9,13 +9,15 @@
 //! temporary name, fsynced, renamed, and the directory fsynced, so a crash
 //! leaves either the old file or the new one.
 //!
-//! Writes are synchronous (blocking the core for the length of one fsync):
-//! a group snapshots once per `compact_every_entries` applied entries, and
-//! up to 64 groups a second when their core holds more than
-//! `log_entries_in_memory_max` log entries.
+//! The calls block: a core's own compactions save through its
+//! `SnapshotWriter` on the executor's blocking thread. One lock orders every
+//! write and removal of a directory, so that a save or removal made on the
+//! core (a leader's snapshot installed, a group deleted) comes after any
+//! save the writer has in progress.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use raftcore::{ConfState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
@@ -34,14 +36,24 @@ pub enum SnapshotFileError {
     Corrupt { path: PathBuf, why: &'static str },
 }
 
+/// A core's snapshot directory; clones share its lock.
+#[derive(Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    /// Held by each save and removal for its whole length.
+    io_lock: Arc<Mutex<()>>,
 }
 
 impl SnapshotDir {
     pub fn open(dir: PathBuf) -> Result<SnapshotDir, SnapshotFileError> {
         std::fs::create_dir_all(&dir).map_err(|source| SnapshotFileError::Io { op: "creating", path: dir.clone(), source })?;
-        Ok(SnapshotDir { dir })
+        Ok(SnapshotDir { dir, io_lock: Arc::default() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data: a panic while holding it leaves nothing
+        // half-changed that the next holder could see.
+        self.io_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn path(&self, group: u64) -> PathBuf {
@@ -50,6 +62,30 @@ impl SnapshotDir {
 
     /// Durably replaces the snapshot of `group`.
     pub fn save(&self, group: u64, snapshot: &Snapshot) -> Result<(), SnapshotFileError> {
+        self.save_all([(group, snapshot)]).pop().expect("one result per snapshot")
+    }
+
+    /// Durably replaces the snapshot of each group, one result per snapshot
+    /// in order: each file is written, fsynced and renamed, then the
+    /// directory is fsynced once for all of them.
+    pub fn save_all<'a>(&self, snapshots: impl IntoIterator<Item = (u64, &'a Snapshot)>) -> Vec<Result<(), SnapshotFileError>> {
+        let _held = self.lock();
+        let mut results: Vec<_> = snapshots.into_iter().map(|(group, snapshot)| self.replace(group, snapshot)).collect();
+        if results.iter().any(Result::is_ok) {
+            let synced = std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all());
+            if let Err(e) = synced {
+                let kind = e.kind();
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    let source = std::io::Error::new(kind, e.to_string());
+                    *r = Err(SnapshotFileError::Io { op: "syncing", path: self.dir.clone(), source });
+                }
+            }
+        }
+        results
+    }
+
+    /// Writes, fsyncs and renames one file; the directory is not synced.
+    fn replace(&self, group: u64, snapshot: &Snapshot) -> Result<(), SnapshotFileError> {
         let path = self.path(group);
         let tmp = path.with_extension("snap.tmp");
         let io = |op, source| SnapshotFileError::Io { op, path: tmp.clone(), source };
@@ -57,10 +93,7 @@ impl SnapshotDir {
         let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
         file.write_all(&bytes).map_err(|e| io("writing", e))?;
         file.sync_all().map_err(|e| io("syncing", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-        let dir = std::fs::File::open(&self.dir).map_err(|e| io("opening directory of", e))?;
-        dir.sync_all().map_err(|e| io("syncing directory of", e))?;
-        Ok(())
+        std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))
     }
 
     /// The snapshot of `group`, if one was saved.
@@ -76,6 +109,7 @@ impl SnapshotDir {
 
     pub fn remove(&self, group: u64) -> Result<(), SnapshotFileError> {
         let path = self.path(group);
+        let _held = self.lock();
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SnapshotFileError::Io { op: "removing", path, source: e }),
             _ => Ok(()),

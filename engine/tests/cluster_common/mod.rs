@@ -66,7 +66,7 @@ impl TestCluster {
                 sync: true,
                 pin_cores: false,
                 compact_every_entries: 64,
-                log_entries_in_memory_max: 4_000_000,
+                log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
                 // Small segments, so that purges rewrite idle groups forward in
                 // every cluster test.
                 wal_segment_size_bytes: 1 << 20,
