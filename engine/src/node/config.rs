@@ -53,8 +53,8 @@ pub struct NodeConfig {
     /// too slowly to reach `compact_every_entries`. Beyond it, once a
     /// second, the core compacts the groups with the longest logs (a
     /// snapshot each, at most 64 a second) until it is back under nine
-    /// tenths of it. Snapshot files are written synchronously on the core,
-    /// so while it compacts, latency suffers.
+    /// tenths of it. The snapshot files are saved off the core's loop, but
+    /// each snapshot serializes its group's state machine on the core.
     #[serde(default = "default_log_entries_in_memory_max")]
     pub log_entries_in_memory_max: u64,
     /// Size of each WAL segment file (preallocated, 4 KiB multiple). A

@@ -333,7 +333,7 @@ compact_every_entries = 8192
 
 # Raft log entries a core keeps in memory, all its groups together: a safety
 # valve against running out of memory. Beyond it the core compacts its
-# longest logs, up to 64 groups a second (latency suffers meanwhile).
+# longest logs, up to 64 groups a second (each serializes its state machine).
 log_entries_in_memory_max = 4000000
 
 # Size of each preallocated WAL segment file (one WAL per core). A command
