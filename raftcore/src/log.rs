@@ -43,7 +43,13 @@ impl Unstable {
         let after = new[0].index;
         let end = self.offset.plus(self.entries.len() as u64);
         if after == end {
-            self.entries.extend(new);
+            if self.entries.is_empty() {
+                // The usual case once earlier entries were persisted: take
+                // the vector itself instead of copying it into an empty one.
+                self.entries = new;
+            } else {
+                self.entries.extend(new);
+            }
         } else if after <= self.offset {
             // The whole unstable suffix is replaced; older durable entries
             // from `after` on are overwritten by the next write.
