@@ -540,7 +540,7 @@ impl<S: Storage> Raft<S> {
 
     /// Appends entries of the current term to the leader's own log. They
     /// reach followers when the next `Ready` is assembled.
-    fn append_entries(&mut self, items: Vec<(EntryKind, Bytes)>) -> LogIndex {
+    fn append_entries(&mut self, items: impl IntoIterator<Item = (EntryKind, Bytes)>) -> LogIndex {
         let mut index = self.log.last_index();
         let term = self.term;
         let entries: Vec<Entry> = items
@@ -904,7 +904,7 @@ impl<S: Storage> Raft<S> {
     /// Appends user data to the log; returns the index of the last entry.
     pub fn propose(&mut self, data: impl IntoIterator<Item = Bytes>) -> Result<LogIndex, ProposeError> {
         self.check_can_propose()?;
-        Ok(self.append_entries(data.into_iter().map(|d| (EntryKind::Normal, d)).collect()))
+        Ok(self.append_entries(data.into_iter().map(|d| (EntryKind::Normal, d))))
     }
 
     pub fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<LogIndex, ProposeError> {
