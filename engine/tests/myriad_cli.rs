@@ -367,11 +367,26 @@ fn three_node_cluster_through_the_cli() {
         wait_replica(&layout, node, 3, "k1", "v2");
     }
 
+    // Every node's counters, summed over its cores (each node served
+    // reads above, and every replica wrote its WAL).
+    let r = client(&layout, "metrics", 0, &[]);
+    let v = r.json();
+    assert_eq!((r.code, &v["ok"]), (0, &Value::Bool(true)), "{v}; stderr: {}", r.stderr);
+    for node in ["1", "2", "3"] {
+        let m = &v["nodes"][node];
+        assert!(m["client_requests"].as_u64() > Some(0) && m["wal_syncs"].as_u64() > Some(0), "node {node}: {m}");
+        assert_eq!(m["groups_deleted"].as_u64(), Some(1), "node {node}: {m}");
+    }
+
     // SIGTERM stops a node cleanly; the other two keep a quorum.
     nodes[2].signal(libc::SIGTERM);
     let status = nodes[2].wait_exit(STOP_TIMEOUT);
     assert!(status.success(), "node 3 stopped with {status}; its log:\n{}", nodes[2].logs());
     assert!(nodes[2].logs().contains("stopped"), "node 3 logs its stop:\n{}", nodes[2].logs());
+    let r = client(&layout, "metrics", 0, &[]);
+    let v = r.json();
+    assert_eq!((r.code, &v["ok"]), (1, &Value::Bool(false)), "a stopped node fails the command: {v}");
+    assert!(v["nodes"]["3"]["error"].is_string() && v["nodes"]["1"]["wal_syncs"].is_u64(), "{v}");
     write_ok(&layout, "put", 3, &["k1", "v4"], "k1", Some("v4"));
     write_ok(&layout, "put", 4, &["after", "restart"], "after", Some("restart"));
 

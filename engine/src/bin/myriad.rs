@@ -1,6 +1,6 @@
 //! `myriad`: runs one node of a Myriad cluster (`serve`) and talks to a
 //! running cluster from the shell (`put`, `get`, `delete`, `cas`, `scan`,
-//! `create-group`, `delete-group`),
+//! `create-group`, `delete-group`, `metrics`),
 //! one JSON object per command on stdout so scripts and tests can read it.
 
 // A crate root looks for modules beside itself, not in `myriad/`.
@@ -81,6 +81,9 @@ enum Command {
     /// Deletes GROUP and its data on every node (idempotent).
     #[command(after_help = CLIENT_HELP)]
     DeleteGroup(client_cmd::GroupAdminArgs),
+    /// Prints every listed node's counters (summed over its cores).
+    #[command(after_help = CLIENT_HELP)]
+    Metrics(client_cmd::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => client_cmd::scan(args),
         Command::CreateGroup(args) => client_cmd::create_group(args),
         Command::DeleteGroup(args) => client_cmd::delete_group(args),
+        Command::Metrics(args) => client_cmd::metrics(args),
     };
     ExitCode::from(code)
 }

@@ -44,6 +44,9 @@ pub enum Op {
     CreateGroup,
     /// Deletes the group and its data on the receiving node. Idempotent.
     DeleteGroup,
+    /// The receiving node's counters, summed over its cores: a JSON object
+    /// in a `Value` reply. The request's group is not looked at.
+    Metrics,
 }
 
 impl Op {
@@ -57,7 +60,7 @@ impl Op {
             Op::Put { key, value } => Some(KvCommand::Put { key: key.clone(), value: value.clone() }),
             Op::Delete { key } => Some(KvCommand::Delete { key: key.clone() }),
             Op::Cas { key, expected, new } => Some(KvCommand::Cas { key: key.clone(), expected: expected.clone(), new: new.clone() }),
-            Op::Get { .. } | Op::Scan { .. } | Op::CreateGroup | Op::DeleteGroup => None,
+            Op::Get { .. } | Op::Scan { .. } | Op::CreateGroup | Op::DeleteGroup | Op::Metrics => None,
         }
     }
 }
@@ -193,6 +196,7 @@ const OP_GET: u8 = 4;
 const OP_SCAN: u8 = 5;
 const OP_CREATE_GROUP: u8 = 6;
 const OP_DELETE_GROUP: u8 = 7;
+const OP_METRICS: u8 = 8;
 
 fn put_opt(out: &mut Vec<u8>, v: &Option<Bytes>) {
     put_opt_blob(out, v.as_deref());
@@ -255,6 +259,7 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
         }
         Op::CreateGroup => out.push(OP_CREATE_GROUP),
         Op::DeleteGroup => out.push(OP_DELETE_GROUP),
+        Op::Metrics => out.push(OP_METRICS),
     }
     finish_frame(out, start);
 }
@@ -287,6 +292,7 @@ pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, ProtoError> {
         }
         OP_CREATE_GROUP => Op::CreateGroup,
         OP_DELETE_GROUP => Op::DeleteGroup,
+        OP_METRICS => Op::Metrics,
         tag => return Err(ProtoError::Tag { what: "operation", tag }),
     };
     if r.remaining() != 0 {
@@ -404,6 +410,7 @@ mod tests {
             Op::Scan { prefix: b("p"), limit: 10, consistency: Consistency::Stale },
             Op::CreateGroup,
             Op::DeleteGroup,
+            Op::Metrics,
         ];
         for (i, op) in ops.into_iter().enumerate() {
             let req = Request { id: i as u64, group: 3, op };

@@ -65,6 +65,8 @@ struct ShardPlan {
     core: u32,
     stop: Arc<AtomicBool>,
     metrics: Arc<CoreMetrics>,
+    /// Every core's counters of the node, for metrics requests.
+    node_metrics: Vec<Arc<CoreMetrics>>,
     mesh: forward::MeshEnds,
 }
 
@@ -89,6 +91,7 @@ impl Cluster {
         let mut shards = Vec::new();
         for cfg in &nodes {
             let mut mesh = forward::mesh(cfg.cores).into_iter();
+            let node_metrics: Vec<Arc<CoreMetrics>> = (0..cfg.cores).map(|_| Arc::default()).collect();
             for core in 0..cfg.cores {
                 let ends = mesh.next().expect("one mesh end per core");
                 let index = match executors {
@@ -100,8 +103,8 @@ impl Cluster {
                     plans.push(ExecutorPlan { index, pin_cpu, shards: Vec::new() });
                 }
                 let stop = Arc::new(AtomicBool::new(false));
-                let metrics = Arc::new(CoreMetrics::default());
-                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), metrics: metrics.clone(), mesh: ends });
+                let metrics = node_metrics[core as usize].clone();
+                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), metrics: metrics.clone(), node_metrics: node_metrics.clone(), mesh: ends });
                 shards.push(ShardControl { node: cfg.node_id, stop, metrics });
             }
         }
@@ -202,9 +205,9 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
         let executor = builder.make().map_err(crate::io_error).context("creating the executor")?;
         executor.run(async move {
             let mut runs = Vec::new();
-            for ShardPlan { cfg, core, stop, metrics, mesh } in plan.shards {
+            for plan in plan.shards {
                 let tx = addr_tx.clone();
-                runs.push(glommio::spawn_local(run_shard(cfg, core, stop, metrics, mesh, tx)));
+                runs.push(glommio::spawn_local(run_shard(plan, tx)));
             }
             drop(addr_tx);
             let mut result = Ok(());
@@ -221,10 +224,11 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
 
 /// Opens, serves and finally stops one shard; reports its client address
 /// (or why it could not start) through `addr_tx`.
-async fn run_shard(cfg: NodeConfig, core: u32, stop: Arc<AtomicBool>, metrics: Arc<CoreMetrics>, mesh: forward::MeshEnds, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
+async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
+    let ShardPlan { cfg, core, stop, metrics, node_metrics, mesh } = plan;
     let node = cfg.node_id;
     let tasks = TaskSet::default();
-    let started = start_shard(Rc::new(cfg), core, metrics, mesh, &tasks).await;
+    let started = start_shard(Rc::new(cfg), core, metrics, node_metrics, mesh, &tasks).await;
     let (shard, client_addr) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -252,7 +256,7 @@ async fn run_shard(cfg: NodeConfig, core: u32, stop: Arc<AtomicBool>, metrics: A
 }
 
 /// Opens the shard and starts its listeners and peer links.
-async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
+async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, node_metrics: Vec<Arc<CoreMetrics>>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
     let node = cfg.node_id;
     let peer_addr = cfg.peer_addr(node, core).expect("validated: this node is a peer");
     let peer_listener = TcpListener::bind(peer_addr).map_err(crate::io_error).with_context(|| format!("binding the peer port {peer_addr}"))?;
@@ -262,6 +266,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, 
     let client_addr = client_listener.local_addr().map_err(crate::io_error)?;
 
     let mut shard = Shard::open(cfg.clone(), core, metrics.clone()).await?;
+    shard.node_metrics = node_metrics;
     let hello = Handshake { cluster_id: cfg.cluster_id, node_id: node, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
     for (&peer_node, _) in cfg.peers.iter().filter(|(&id, _)| id != node) {
         let addr = cfg.peer_addr(peer_node, core).expect("listed peer");

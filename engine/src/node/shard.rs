@@ -17,7 +17,7 @@ use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, S
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, ReadOp, Responder};
 use super::id_map::IdMap;
-use super::metrics::CoreMetrics;
+use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
 use super::snapshot_writer::{SaveJob, Saved, SnapshotWriter};
@@ -83,6 +83,9 @@ pub struct Shard {
     pub peers: HashMap<u64, Rc<PeerLink>>,
     /// Requests for groups of this node's other cores go through it.
     pub forwarder: Option<Forwarder>,
+    /// The counters of every core of this node, this one's included (a
+    /// metrics request is answered for the whole node).
+    pub node_metrics: Vec<Arc<CoreMetrics>>,
     /// Peers whose connection to this core is up (they sent a frame and
     /// have not disconnected since).
     live_peers: RefCell<std::collections::HashSet<u64>>,
@@ -178,6 +181,7 @@ impl Shard {
             wake: Signal::default(),
             peers: HashMap::new(),
             forwarder: None,
+            node_metrics: Vec::new(),
             live_peers: RefCell::new(std::collections::HashSet::new()),
             metrics,
             stopped: Cell::new(false),
@@ -195,6 +199,9 @@ impl Shard {
     /// A request for `req.group`: served here, or forwarded once to the
     /// core of this node that owns the group.
     pub fn request(&self, req: Request, respond: Responder) {
+        if matches!(req.op, Op::Metrics) {
+            return respond(self.metrics_reply());
+        }
         let owner = self.cfg.core_of(req.group);
         if owner == self.core {
             return self.push(Event::Client { group: req.group, op: req.op, respond });
@@ -252,6 +259,15 @@ impl Shard {
 
     pub fn metrics(&self) -> &CoreMetrics {
         &self.metrics
+    }
+
+    /// The node's counters as a JSON object.
+    fn metrics_reply(&self) -> Reply {
+        let snapshot = if self.node_metrics.is_empty() { MetricsSnapshot::sum([&*self.metrics]) } else { MetricsSnapshot::sum(self.node_metrics.iter().map(|m| &**m)) };
+        match serde_json::to_vec(&snapshot) {
+            Ok(json) => Reply::Value(Some(json.into())),
+            Err(e) => Reply::Error(format!("encoding the metrics: {e}")),
+        }
     }
 
     /// The event loop; returns when stopped (or the WAL failed).
@@ -692,7 +708,7 @@ fn client_op(g: &mut Group, op: Op, entry_bytes_max: usize, wal_disk_full: bool,
         Op::Cas { key, expected, new } => propose(g, KvCommand::Cas { key, expected, new }, respond),
         Op::Get { key, consistency } => read(g, ReadOp::Get { key }, consistency, respond),
         Op::Scan { prefix, limit, consistency } => read(g, ReadOp::Scan { prefix, limit }, consistency, respond),
-        Op::CreateGroup | Op::DeleteGroup => unreachable!("administration is handled by the shard"),
+        Op::CreateGroup | Op::DeleteGroup | Op::Metrics => unreachable!("administration is handled by the shard"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The client subcommands: one operation on one group through the
-//! shard-aware `engine::client::Client`, reported as one JSON object, with an
-//! exit code that separates "certainly not applied" from "outcome unknown".
+//! shard-aware `engine::client::Client` (or, for `metrics`, one question to
+//! each node), reported as one JSON object, with an exit code that separates
+//! "certainly not applied" from "outcome unknown".
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -134,6 +135,12 @@ pub struct GroupAdminArgs {
     group: u64,
 }
 
+#[derive(Args)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
 fn parse_bases(text: &str) -> Result<Bases, String> {
     let mut bases = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -198,6 +205,46 @@ pub fn delete_group(args: GroupAdminArgs) -> u8 {
     run(&args.target, None, Request { group: args.group, subject: None, op: Op::DeleteGroup })
 }
 
+/// Asks each listed node for its counters: `{"ok":..., "nodes": {"ID":
+/// {counters} or {"error": ...}}}`; fails if any node did not answer.
+pub fn metrics(args: MetricsArgs) -> u8 {
+    let bases = match cluster_bases(&args.target) {
+        Ok(b) => b,
+        Err(e) => return usage_error(&e),
+    };
+    let timeout = Duration::from_millis(args.target.timeout_ms.max(1));
+    let mut nodes = serde_json::Map::new();
+    let mut all_answered = true;
+    for (&id, &addr) in &bases.0 {
+        let counters = node_metrics(id, addr, timeout).unwrap_or_else(|e| {
+            all_answered = false;
+            serde_json::json!({ "error": e })
+        });
+        nodes.insert(id.to_string(), counters);
+    }
+    println!("{}", Report::new(Some(all_answered)).with("nodes", Value::Object(nodes)).render());
+    if all_answered {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// One node's counters, asked on its first core's port (any core answers
+/// for the whole node).
+fn node_metrics(id: u64, addr: SocketAddr, timeout: Duration) -> Result<Value, String> {
+    let mut conn = Connection::connect(addr, timeout).map_err(|e| e.to_string())?;
+    if conn.hello.node_id != id {
+        return Err(format!("{addr} is node {}'s client port, not node {id}'s: check --cluster", conn.hello.node_id));
+    }
+    conn.queue(&engine::client::proto::Request { id: 1, group: 0, op: Op::Metrics });
+    conn.flush().map_err(|e| e.to_string())?;
+    match conn.recv().map_err(|e| e.to_string())?.reply {
+        Reply::Value(Some(json)) => serde_json::from_slice(&json).map_err(|e| format!("node {id} sent metrics that are not JSON: {e}")),
+        other => Err(format!("node {id} answered {other:?}")),
+    }
+}
+
 fn bytes(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
@@ -210,15 +257,9 @@ fn usage_error(message: &str) -> u8 {
 /// Resolves the target, sends `req` (with the client's retries) and prints
 /// the report; returns the exit code.
 fn run(target: &Target, only_node: Option<u64>, req: Request) -> u8 {
-    let bases = match &target.cluster {
-        Some(b) => b.clone(),
-        None => match std::env::var(CLUSTER_ENV) {
-            Ok(text) => match parse_bases(&text) {
-                Ok(b) => b,
-                Err(e) => return usage_error(&format!("${CLUSTER_ENV}: {e}")),
-            },
-            Err(_) => return usage_error(&format!("no cluster given: pass --cluster ID=HOST:PORT,... or set ${CLUSTER_ENV}")),
-        },
+    let bases = match cluster_bases(target) {
+        Ok(b) => b,
+        Err(e) => return usage_error(&e),
     };
     let mut map = ClusterMap::from_bases(&bases.0, target.cores);
     if let Some(id) = only_node {
@@ -242,6 +283,17 @@ fn run(target: &Target, only_node: Option<u64>, req: Request) -> u8 {
     };
     println!("{}", report.render());
     code
+}
+
+/// The nodes' base addresses: `--cluster`, else `$MYRIAD_CLUSTER`.
+fn cluster_bases(target: &Target) -> Result<Bases, String> {
+    match &target.cluster {
+        Some(b) => Ok(b.clone()),
+        None => match std::env::var(CLUSTER_ENV) {
+            Ok(text) => parse_bases(&text).map_err(|e| format!("${CLUSTER_ENV}: {e}")),
+            Err(_) => Err(format!("no cluster given: pass --cluster ID=HOST:PORT,... or set ${CLUSTER_ENV}")),
+        },
+    }
 }
 
 /// Refuses a `--cores` the servers do not run before any request is sent:
