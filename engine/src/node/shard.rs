@@ -443,8 +443,8 @@ impl Shard {
                 if let Some(mut g) = groups.remove(&group) {
                     g.abandon();
                     batch.remove_group(wal::GroupId(group));
-                    // A save in progress ends first; queued ones never run.
-                    self.snapshot_writer.cancel(group);
+                    // A save of it in progress ends first; queued ones never run.
+                    self.snapshot_writer.release(group);
                     if let Err(e) = self.snapshots.remove(group) {
                         tracing::warn!("group {group}: {e}");
                     }
@@ -519,7 +519,7 @@ impl Shard {
             // Durable before the WAL forgets what it covers. It supersedes
             // any save of an older snapshot of the group (one in progress
             // ends first).
-            self.snapshot_writer.cancel(g.id);
+            self.snapshot_writer.release(g.id);
             g.snapshot_saving = None;
             self.snapshots.save(g.id, &s)?;
             batch.truncate(gid, wal::LogIndex(s.meta.index.0 + 1));

@@ -10,14 +10,12 @@
 //! leaves either the old file or the new one.
 //!
 //! The calls block: a core's own compactions save through its
-//! `SnapshotWriter` on the executor's blocking thread. One lock orders every
-//! write and removal of a directory, so that a save or removal made on the
-//! core (a leader's snapshot installed, a group deleted) comes after any
-//! save the writer has in progress.
+//! `SnapshotWriter` on the executor's blocking thread, which also keeps a
+//! save or removal made on the core (a leader's snapshot installed, a group
+//! deleted) after any save of that group it has in progress.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use raftcore::{ConfState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
@@ -36,24 +34,16 @@ pub enum SnapshotFileError {
     Corrupt { path: PathBuf, why: &'static str },
 }
 
-/// A core's snapshot directory; clones share its lock.
+/// A core's snapshot directory.
 #[derive(Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
-    /// Held by each save and removal for its whole length.
-    io_lock: Arc<Mutex<()>>,
 }
 
 impl SnapshotDir {
     pub fn open(dir: PathBuf) -> Result<SnapshotDir, SnapshotFileError> {
         std::fs::create_dir_all(&dir).map_err(|source| SnapshotFileError::Io { op: "creating", path: dir.clone(), source })?;
-        Ok(SnapshotDir { dir, io_lock: Arc::default() })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        // The lock guards no data: a panic while holding it leaves nothing
-        // half-changed that the next holder could see.
-        self.io_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Ok(SnapshotDir { dir })
     }
 
     fn path(&self, group: u64) -> PathBuf {
@@ -69,7 +59,6 @@ impl SnapshotDir {
     /// in order: each file is written, fsynced and renamed, then the
     /// directory is fsynced once for all of them.
     pub fn save_all<'a>(&self, snapshots: impl IntoIterator<Item = (u64, &'a Snapshot)>) -> Vec<Result<(), SnapshotFileError>> {
-        let _held = self.lock();
         let mut results: Vec<_> = snapshots.into_iter().map(|(group, snapshot)| self.replace(group, snapshot)).collect();
         if results.iter().any(Result::is_ok) {
             let synced = std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all());
@@ -109,7 +98,6 @@ impl SnapshotDir {
 
     pub fn remove(&self, group: u64) -> Result<(), SnapshotFileError> {
         let path = self.path(group);
-        let _held = self.lock();
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SnapshotFileError::Io { op: "removing", path, source: e }),
             _ => Ok(()),

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 
 use raftcore::{LogIndex, Snapshot};
 
@@ -41,11 +42,47 @@ pub struct SnapshotWriter {
     dir: SnapshotDir,
     queue: RefCell<VecDeque<SaveJob>>,
     wake: Signal,
+    /// The groups of the batch handed to the blocking thread, and the flag
+    /// it raises when that batch is done.
+    saving: RefCell<Option<(Vec<u64>, Arc<BatchDone>)>>,
+}
+
+/// Raised by the blocking thread once a batch's files are written (or
+/// failed): until then the core may not touch those groups' files.
+#[derive(Default)]
+struct BatchDone {
+    done: Mutex<bool>,
+    raised: Condvar,
+}
+
+impl BatchDone {
+    fn raise(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.raised.notify_all();
+    }
+
+    /// Raises the flag when dropped: also if the batch panicked.
+    fn raised_on_drop(self: Arc<Self>) -> impl Drop {
+        struct Raise(Arc<BatchDone>);
+        impl Drop for Raise {
+            fn drop(&mut self) {
+                self.0.raise();
+            }
+        }
+        Raise(self)
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self.raised.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 impl SnapshotWriter {
     pub fn new(dir: SnapshotDir) -> SnapshotWriter {
-        SnapshotWriter { dir, queue: RefCell::new(VecDeque::new()), wake: Signal::default() }
+        SnapshotWriter { dir, queue: RefCell::new(VecDeque::new()), wake: Signal::default(), saving: RefCell::new(None) }
     }
 
     pub fn is_full(&self) -> bool {
@@ -62,10 +99,17 @@ impl SnapshotWriter {
         true
     }
 
-    /// Drops the saves of `group` not yet handed to the blocking thread;
-    /// they are never reported.
-    pub fn cancel(&self, group: u64) {
+    /// Leaves `group`'s snapshot file to the caller: drops the group's
+    /// saves not yet handed to the blocking thread (they are never
+    /// reported) and, if the batch there saves the group, waits for it to
+    /// end (blocking the core: at most one batch). Other groups' saves do
+    /// not hold the caller up.
+    pub fn release(&self, group: u64) {
         self.queue.borrow_mut().retain(|job| job.group != group);
+        let in_batch = self.saving.borrow().as_ref().filter(|(groups, _)| groups.contains(&group)).map(|(_, done)| done.clone());
+        if let Some(done) = in_batch {
+            done.wait();
+        }
     }
 
     /// Saves what is queued, batch after batch, handing each batch's results
@@ -81,12 +125,16 @@ impl SnapshotWriter {
                 queue.drain(..n).collect()
             };
             let dir = self.dir.clone();
+            let done = Arc::new(BatchDone::default());
+            *self.saving.borrow_mut() = Some((jobs.iter().map(|j| j.group).collect(), done.clone()));
             let saved = glommio::executor()
                 .spawn_blocking(move || {
+                    let _raise = done.raised_on_drop();
                     let results = dir.save_all(jobs.iter().map(|j| (j.group, &j.snapshot)));
                     jobs.into_iter().zip(results).map(|(j, result)| Saved { group: j.group, token: j.token, index: j.snapshot.meta.index, result }).collect::<Vec<_>>()
                 })
                 .await;
+            *self.saving.borrow_mut() = None;
             report(saved);
         }
     }
@@ -171,11 +219,40 @@ mod tests {
             // Queued before the writer task first runs: all in one batch.
             assert!(w.queue(SaveJob { group: 1, token: 1, snapshot: snapshot(10) }));
             assert!(w.queue(SaveJob { group: 2, token: 2, snapshot: snapshot(10) }));
-            w.cancel(1);
+            w.release(1);
         });
         assert_eq!(saved.len(), 1);
         assert_eq!(saved[0].group, 2);
         assert_eq!(dir.load(1).unwrap(), None);
+    }
+
+    #[test]
+    fn releasing_a_group_waits_for_its_save_in_progress() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path().join("snap")).unwrap();
+        let big = |index: u64| {
+            let mut s = snapshot(index);
+            s.data = Bytes::from(vec![index as u8; 8 << 20]);
+            s
+        };
+        let checked = dir.clone();
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("executor");
+        ex.run(async move {
+            let writer = Rc::new(SnapshotWriter::new(dir));
+            let w = writer.clone();
+            let task = glommio::spawn_local(async move { w.run(|_| {}).await });
+            // One batch of several large files; group 6 is saved last.
+            for g in 1..=6 {
+                assert!(writer.queue(SaveJob { group: g, token: g, snapshot: big(g) }));
+            }
+            while writer.saving.borrow().is_none() {
+                glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+            }
+            writer.release(6);
+            let saved = checked.load(6).unwrap().expect("group 6's save ended before release returned");
+            assert_eq!(saved.data.len(), 8 << 20);
+            drop(task.cancel());
+        });
     }
 
     #[test]
