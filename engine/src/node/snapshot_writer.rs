@@ -18,7 +18,7 @@ use crate::signal::Signal;
 /// waits for a later chance (its log stays in memory until then).
 pub const SAVES_QUEUED_MAX: usize = 1024;
 /// Most snapshots handed to the blocking thread at once: a save or removal
-/// made on the core waits for the batch in progress to end.
+/// made on the core for a group of the batch in progress waits for it.
 const SAVES_PER_BATCH_MAX: usize = 16;
 
 /// A snapshot to save. `token` tells this save from any later one of the
