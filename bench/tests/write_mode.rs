@@ -25,9 +25,10 @@ fn default_mode_writes_through_an_embedded_cluster() {
     assert!(r["fsyncs"].as_u64().unwrap() > 0);
     assert!(r["entries_per_fsync"].as_f64().unwrap() >= 1.0, "{r}");
     assert!(r["frames_sent"].as_u64().unwrap() > 0);
+    assert_eq!(r["snapshot_save_failures"], 0, "{r}");
     // Four in five operations are writes: each at least an append and its answer.
     assert!(r["messages_per_op"].as_f64().unwrap() >= 1.0, "{r}");
-    for k in ["errors", "heartbeat_frames", "frames_dropped", "leader_stepdowns", "mib_per_s", "cpu_user_s", "cpu_sys_s", "rss_max_bytes", "elapsed_s"] {
+    for k in ["errors", "heartbeat_frames", "frames_dropped", "leader_stepdowns", "snapshots", "snapshot_save_failures", "log_entries_in_memory", "mib_per_s", "cpu_user_s", "cpu_sys_s", "rss_max_bytes", "elapsed_s"] {
         assert!(r.get(k).is_some(), "field {k} missing: {r}");
     }
     // --data-dir keeps the WAL of every node and core.

@@ -123,6 +123,12 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         let messages_per_op = per(messages, report.writes + report.reads);
         out.set("messages_per_op", messages_per_op);
         out.say(format!("batching: {entries_per_fsync:.1} WAL entries per fsync, {messages_per_frame:.1} messages per frame, {messages_per_op:.1} messages per operation"));
+        let snapshots = a.snapshots - b.snapshots;
+        let failures = a.snapshot_save_failures - b.snapshot_save_failures;
+        out.set("snapshots", snapshots);
+        out.set("snapshot_save_failures", failures);
+        out.set("log_entries_in_memory", a.log_entries_in_memory);
+        out.say(format!("compaction: {snapshots} snapshots saved, {failures} failed; {} log entries in memory at the end", a.log_entries_in_memory));
     }
     if let Some(e) = embedded {
         e.shutdown()?;
