@@ -231,11 +231,8 @@ fn report(
     let payload_bytes = sum(|t| t.payload_bytes);
     let wal_bytes = sum(|t| t.stats.bytes_written);
     let writes = sum(|t| t.stats.writes);
-    // With O_DSYNC every write is its own durability point.
-    let fsyncs = match args.sync_mode {
-        SyncArg::Fdatasync => sum(|t| t.stats.syncs),
-        SyncArg::Dsync => writes,
-    };
+    // With O_DSYNC every write is its own durability point, counted as a sync.
+    let fsyncs = sum(|t| t.stats.syncs);
     let mut latency = latency_histogram();
     for t in tallies {
         latency

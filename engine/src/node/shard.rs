@@ -1,8 +1,8 @@
 //! One core of one node: its groups, its WAL and its peer links, driven by one
 //! event loop. Each iteration drains the events that arrived, collects the
 //! `Ready` of every group that has work, sends the leaders' appends at once
-//! (they do not wait for our fsync, Raft thesis §10.2.1), writes every
-//! group's entries and hard states as one WAL record (one write, one fsync),
+//! (they do not wait for our write, Raft thesis §10.2.1), writes every
+//! group's entries and hard states as one WAL record (one O_DSYNC write),
 //! and when that record is durable sends the acknowledgements and votes that
 //! depended on it. Every peer gets one frame per iteration.
 

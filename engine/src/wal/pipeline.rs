@@ -110,6 +110,9 @@ async fn write_one<I: WalIo>(
     let mut st = inner.st.borrow_mut();
     st.stats.writes += 1;
     st.stats.bytes_written += len;
+    if inner.opts.sync_mode == SyncMode::Dsync {
+        st.stats.syncs += 1; // The write was its own sync.
+    }
     let slot = st
         .in_flight
         .iter_mut()

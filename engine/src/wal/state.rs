@@ -77,6 +77,7 @@ impl WalOptions {
 pub struct WalStats {
     pub records: u64,
     pub writes: u64,
+    /// Durability points: fdatasyncs, or with O_DSYNC the writes themselves.
     pub syncs: u64,
     pub bytes_written: u64,
     pub segments_created: u64,

@@ -321,8 +321,9 @@ cluster_id = 0x4D59_5249_4144
 # One Raft tick: heartbeats every 2 ticks, elections after 10 to 20.
 tick_ms = 100
 
-# fsync every WAL write (off only for experiments: acknowledged writes can
-# then be lost in a power cut).
+# Make every WAL write durable before acknowledging it (segments opened
+# O_DSYNC). Off only for experiments: acknowledged writes can then be lost
+# in a power cut.
 sync = true
 
 # Pin core k to CPU k % cpus; leave off when several nodes share a machine.
