@@ -59,13 +59,13 @@ struct ExecutorPlan {
 }
 
 /// One shard an executor will run: its node, its core, and the ends that the
-/// outside world (`stop`, `metrics`) and the node's other cores (`mesh`) hold.
+/// outside world (`stop`, the counters in `node_metrics`) and the node's
+/// other cores (`mesh`) hold.
 struct ShardPlan {
     cfg: NodeConfig,
     core: u32,
     stop: Arc<AtomicBool>,
-    metrics: Arc<CoreMetrics>,
-    /// Every core's counters of the node, for metrics requests.
+    /// Every core's counters of the node, by core (this one's among them).
     node_metrics: Vec<Arc<CoreMetrics>>,
     mesh: forward::MeshEnds,
 }
@@ -104,7 +104,7 @@ impl Cluster {
                 }
                 let stop = Arc::new(AtomicBool::new(false));
                 let metrics = node_metrics[core as usize].clone();
-                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), metrics: metrics.clone(), node_metrics: node_metrics.clone(), mesh: ends });
+                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), node_metrics: node_metrics.clone(), mesh: ends });
                 shards.push(ShardControl { node: cfg.node_id, stop, metrics });
             }
         }
@@ -225,10 +225,10 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
 /// Opens, serves and finally stops one shard; reports its client address
 /// (or why it could not start) through `addr_tx`.
 async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
-    let ShardPlan { cfg, core, stop, metrics, node_metrics, mesh } = plan;
+    let ShardPlan { cfg, core, stop, node_metrics, mesh } = plan;
     let node = cfg.node_id;
     let tasks = TaskSet::default();
-    let started = start_shard(Rc::new(cfg), core, metrics, node_metrics, mesh, &tasks).await;
+    let started = start_shard(Rc::new(cfg), core, node_metrics, mesh, &tasks).await;
     let (shard, client_addr) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -256,7 +256,7 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
 }
 
 /// Opens the shard and starts its listeners and peer links.
-async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, node_metrics: Vec<Arc<CoreMetrics>>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
+async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
     let node = cfg.node_id;
     let peer_addr = cfg.peer_addr(node, core).expect("validated: this node is a peer");
     let peer_listener = TcpListener::bind(peer_addr).map_err(crate::io_error).with_context(|| format!("binding the peer port {peer_addr}"))?;
@@ -265,8 +265,8 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>, 
     let client_listener = TcpListener::bind(SocketAddr::new(client_base.ip(), client_port)).map_err(crate::io_error).with_context(|| format!("binding the client port {client_port}"))?;
     let client_addr = client_listener.local_addr().map_err(crate::io_error)?;
 
-    let mut shard = Shard::open(cfg.clone(), core, metrics.clone()).await?;
-    shard.node_metrics = node_metrics;
+    let metrics = node_metrics[core as usize].clone();
+    let mut shard = Shard::open(cfg.clone(), core, node_metrics).await?;
     let hello = Handshake { cluster_id: cfg.cluster_id, node_id: node, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
     for (&peer_node, _) in cfg.peers.iter().filter(|(&id, _)| id != node) {
         let addr = cfg.peer_addr(peer_node, core).expect("listed peer");

@@ -83,9 +83,9 @@ pub struct Shard {
     pub peers: HashMap<u64, Rc<PeerLink>>,
     /// Requests for groups of this node's other cores go through it.
     pub forwarder: Option<Forwarder>,
-    /// The counters of every core of this node, this one's included (a
+    /// The counters of every core of this node, `metrics` among them (a
     /// metrics request is answered for the whole node).
-    pub node_metrics: Vec<Arc<CoreMetrics>>,
+    node_metrics: Vec<Arc<CoreMetrics>>,
     /// Peers whose connection to this core is up (they sent a frame and
     /// have not disconnected since).
     live_peers: RefCell<std::collections::HashSet<u64>>,
@@ -140,7 +140,9 @@ pub fn raft_config(node: u64) -> Config {
 
 impl Shard {
     /// Opens the WAL and snapshots of this core and rebuilds its groups.
-    pub async fn open(cfg: Rc<NodeConfig>, core: u32, metrics: Arc<CoreMetrics>) -> anyhow::Result<Shard> {
+    /// `node_metrics` holds the counters of each core of the node, by core.
+    pub async fn open(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>) -> anyhow::Result<Shard> {
+        let metrics = node_metrics[core as usize].clone();
         let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
         let (wal, kept) = Wal::open_dir_keeping(dir.join("wal"), cfg.wal_options(), REPLAY_KEPT_BYTES_MAX).await.map_err(wal_error)?;
         let snapshots = SnapshotDir::open(dir.join("snapshots"))?;
@@ -181,7 +183,7 @@ impl Shard {
             wake: Signal::default(),
             peers: HashMap::new(),
             forwarder: None,
-            node_metrics: Vec::new(),
+            node_metrics,
             live_peers: RefCell::new(std::collections::HashSet::new()),
             metrics,
             stopped: Cell::new(false),
@@ -263,7 +265,7 @@ impl Shard {
 
     /// The node's counters as a JSON object.
     fn metrics_reply(&self) -> Reply {
-        let snapshot = if self.node_metrics.is_empty() { MetricsSnapshot::sum([&*self.metrics]) } else { MetricsSnapshot::sum(self.node_metrics.iter().map(|m| &**m)) };
+        let snapshot = MetricsSnapshot::sum(self.node_metrics.iter().map(|m| &**m));
         match serde_json::to_vec(&snapshot) {
             Ok(json) => Reply::Value(Some(json.into())),
             Err(e) => Reply::Error(format!("encoding the metrics: {e}")),
