@@ -685,7 +685,6 @@ impl<S: Storage> Raft<S> {
         // round, which renews it.
         let reads_recent = self.cfg.lease_ticks > 0 && reads.last_read_tick > 0 && now < reads.last_read_tick + u64::from(self.cfg.election_timeout_ticks);
         let every_answer = reads_wait || !reads.pending.is_empty() || reads_recent;
-        let round = self.read_round;
         let committed = self.log.committed;
         let heard_since = now.saturating_sub(u64::from(self.cfg.heartbeat_ticks));
         let (max_inflight, last) = (self.cfg.max_inflight_msgs, self.log.last_index());
