@@ -94,6 +94,7 @@ fn wal_mode_reports_throughput_fsyncs_latency_and_the_raw_disk() {
     assert_eq!(config["writers"], 2);
     assert_eq!(config["cores"], 2);
     assert_eq!(config["sync"], true);
+    assert_eq!(config["sync_mode"], "dsync", "the mode a node's WAL runs");
 
     let entries = result["ops"].as_u64().unwrap();
     assert!(

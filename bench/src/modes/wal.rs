@@ -1,7 +1,8 @@
 //! The `wal` mode: the per-core WAL alone, no consensus (shared/BENCH.md).
 //! Writers submit batches of many groups' entries and wait until each is
-//! durable; the WAL's group commit folds concurrent batches into one write
-//! and one fdatasync. The raw disk is measured in the same run, on the same
+//! durable; the WAL's group commit folds concurrent batches into one durable
+//! write (O_DSYNC, as a node's WAL runs, or a write and then an fdatasync
+//! with `--sync-mode fdatasync`). The raw disk is measured in the same run, on the same
 //! file system, so the WAL's figures can be read against the device's.
 
 mod load;
@@ -64,8 +65,8 @@ pub struct WalArgs {
     #[arg(long, default_value = "64MiB", value_parser = crate::args::parse_bytes)]
     segment_size: u64,
     /// How a write becomes durable. Every batch is durable before it counts;
-    /// there is no unsynced mode.
-    #[arg(long, value_enum, default_value_t = SyncArg::Fdatasync)]
+    /// there is no unsynced mode. The default is what a node's WAL uses.
+    #[arg(long, value_enum, default_value_t = SyncArg::Dsync)]
     sync_mode: SyncArg,
     /// How long to measure each of the raw disk's two sequential O_DIRECT write figures
     /// (unsynced, synced every 4 MiB) before the run; 0s skips the raw figures.
