@@ -707,11 +707,28 @@ impl<S: Storage> Raft<S> {
         self.advance_confirmed_round();
     }
 
-    /// Broadcasts the heartbeat round that pending reads wait for.
+    /// Broadcasts the heartbeat round that pending reads wait for. A round
+    /// that only `wake` opened (no read waits) re-asserts the leader; when
+    /// new entries are about to go to every follower, they do that as well,
+    /// and the round is dropped: a quiesced group woken by a write then
+    /// costs the write's appends only, not a heartbeat, an answer and an
+    /// empty append after it for each follower.
     pub(crate) fn flush_read_round(&mut self) {
-        if self.round_open && self.role == Role::Leader {
-            self.broadcast_heartbeat();
+        if !self.round_open || self.role != Role::Leader {
+            return;
         }
+        let reads_wait = self.reads.as_ref().is_some_and(|r| !r.pending.is_empty());
+        if !reads_wait && self.broadcast_pending && self.entries_go_to_every_follower() {
+            self.round_open = false;
+            return;
+        }
+        self.broadcast_heartbeat();
+    }
+
+    /// Whether the next broadcast sends new entries to every other replica.
+    fn entries_go_to_every_follower(&self) -> bool {
+        let (last, window) = (self.log.last_index(), self.cfg.max_inflight_msgs);
+        self.tracker.iter().all(|p| p.id == self.id || (p.state == ProgressState::Replicate && !p.is_paused(window) && p.next <= last))
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {

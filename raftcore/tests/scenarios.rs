@@ -1077,6 +1077,56 @@ fn quiescence() {
     }
 }
 
+/// A quiesced leader woken by a write re-asserts itself with the write's
+/// appends alone: no heartbeat round, so no answers and no empty appends
+/// after them. Woken with a read waiting, or without a write, it still
+/// sends the round.
+#[test]
+fn a_leader_woken_by_a_write_sends_appends_without_a_heartbeat_round() {
+    let bodies = |rd: &raftcore::Ready| rd.messages.iter().map(|m| (m.to.0, matches!(m.body, MessageBody::Heartbeat { .. }))).collect::<Vec<_>>();
+    let mut net = Net::new(&[1, 2, 3], config);
+    net.elect(1);
+    net.propose(1, "a");
+    net.stabilize();
+    net.tick_all();
+    net.quiesce_all();
+
+    net.wake(1);
+    net.propose(1, "b");
+    let rd = net.ready(1);
+    assert_eq!(bodies(&rd), vec![(2, false), (3, false)], "one append to each follower, nothing else");
+    net.handle(1, rd);
+    net.stabilize();
+    net.tick_all();
+    for n in [1, 2, 3] {
+        assert_eq!(net.sm(n), strings(&["a", "b"]), "node {n}");
+        assert!(net.raw(n).is_idle(), "node {n} did not settle");
+    }
+
+    // A read waits for a round: it is sent beside the appends.
+    net.quiesce_all();
+    net.wake(1);
+    net.raw_mut(1).read_index(7).unwrap();
+    net.propose(1, "c");
+    let rd = net.ready(1);
+    assert!(bodies(&rd).contains(&(2, true)) && bodies(&rd).contains(&(3, true)), "the read's round goes out: {:?}", bodies(&rd));
+    net.handle(1, rd);
+    net.stabilize();
+    net.tick_all();
+
+    // Woken without a write (by a message, say), it re-asserts itself with
+    // the round.
+    net.quiesce_all();
+    net.wake(1);
+    let rd = net.ready(1);
+    assert_eq!(bodies(&rd), vec![(2, true), (3, true)], "a heartbeat to each follower");
+    net.handle(1, rd);
+    net.stabilize();
+    for n in [1, 2, 3] {
+        assert_eq!(net.sm(n), strings(&["a", "b", "c"]), "node {n}");
+    }
+}
+
 // ---- A single voter ----------------------------------------------------------------
 
 /// The only voter elects itself on its first tick instead of waiting out an
