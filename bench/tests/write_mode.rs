@@ -27,7 +27,15 @@ fn default_mode_writes_through_an_embedded_cluster() {
     assert!(r["frames_sent"].as_u64().unwrap() > 0);
     assert_eq!(r["snapshot_save_failures"], 0, "{r}");
     // Four in five operations are writes: each at least an append and its answer.
-    assert!(r["messages_per_op"].as_f64().unwrap() >= 1.0, "{r}");
+    let per_op = r["messages_per_op"].as_f64().unwrap();
+    assert!(per_op >= 1.0, "{r}");
+    // The same messages by kind: they add up, and the appends with entries
+    // and their answers are among them.
+    let kind = |k: &str| r[format!("messages_per_op_{k}").as_str()].as_f64().unwrap_or_else(|| panic!("messages_per_op_{k} missing: {r}"));
+    let kinds = ["appends", "empty_appends", "append_answers", "heartbeats_asking", "heartbeats", "heartbeat_answers", "elections", "snapshot_chunks", "snapshot_answers", "read_index"];
+    let sum: f64 = kinds.iter().map(|k| kind(k)).sum();
+    assert!((sum - per_op).abs() <= 0.01 * per_op, "kinds sum to {sum}, messages_per_op is {per_op}: {r}");
+    assert!(kind("appends") > 0.0 && kind("append_answers") > 0.0, "{r}");
     for k in ["errors", "heartbeat_frames", "frames_dropped", "leader_stepdowns", "snapshots", "snapshot_save_failures", "log_entries_in_memory", "mib_per_s", "cpu_user_s", "cpu_sys_s", "rss_max_bytes", "elapsed_s"] {
         assert!(r.get(k).is_some(), "field {k} missing: {r}");
     }

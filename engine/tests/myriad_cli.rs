@@ -376,6 +376,7 @@ fn three_node_cluster_through_the_cli() {
     for node in ["1", "2", "3"] {
         let m = &v["nodes"][node];
         assert!(m["client_requests"].as_u64() > Some(0) && m["wal_syncs"].as_u64() > Some(0), "node {node}: {m}");
+        assert!(m["messages_by_traffic"]["append_answers"].as_u64() > Some(0), "node {node} answered appends: {m}");
         assert_eq!(m["groups_deleted"].as_u64(), Some(1), "node {node}: {m}");
     }
 

@@ -88,6 +88,65 @@ pub enum MessageBody {
 
 /// The rejecting follower's guess of where its log last agrees with the
 /// leader's: its entry at `index` has `term`.
+/// The round of a heartbeat whose follower is not to answer (rounds count
+/// from 1).
+pub const NO_ANSWER_ROUND: u64 = 0;
+
+/// What a message does, for counting traffic (see `MessageBody::traffic`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traffic {
+    /// An append that carries entries.
+    Entries,
+    /// An append without entries: a probe, or a commit index alone.
+    EmptyAppend,
+    AppendAnswer,
+    /// A heartbeat the follower answers (a read or the lease needs the
+    /// round, or the leader has not heard from it lately).
+    HeartbeatAsking,
+    /// A heartbeat that only carries the commit and keeps the follower's
+    /// election timer from running out.
+    Heartbeat,
+    HeartbeatAnswer,
+    /// (Pre-)votes, their answers and leadership transfers.
+    Election,
+    SnapshotChunk,
+    SnapshotAnswer,
+    /// ReadIndex requests of followers and their answers.
+    ReadIndex,
+}
+
+impl Traffic {
+    pub const COUNT: usize = 10;
+    pub const ALL: [Traffic; Traffic::COUNT] = [
+        Traffic::Entries,
+        Traffic::EmptyAppend,
+        Traffic::AppendAnswer,
+        Traffic::HeartbeatAsking,
+        Traffic::Heartbeat,
+        Traffic::HeartbeatAnswer,
+        Traffic::Election,
+        Traffic::SnapshotChunk,
+        Traffic::SnapshotAnswer,
+        Traffic::ReadIndex,
+    ];
+
+    /// A snake_case name, for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Traffic::Entries => "appends",
+            Traffic::EmptyAppend => "empty_appends",
+            Traffic::AppendAnswer => "append_answers",
+            Traffic::HeartbeatAsking => "heartbeats_asking",
+            Traffic::Heartbeat => "heartbeats",
+            Traffic::HeartbeatAnswer => "heartbeat_answers",
+            Traffic::Election => "elections",
+            Traffic::SnapshotChunk => "snapshot_chunks",
+            Traffic::SnapshotAnswer => "snapshot_answers",
+            Traffic::ReadIndex => "read_index",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejectHint {
     pub index: LogIndex,
@@ -113,6 +172,21 @@ impl MessageBody {
     }
 
     /// A short name for logs and test traces.
+    pub fn traffic(&self) -> Traffic {
+        match self {
+            MessageBody::Append { entries, .. } if entries.is_empty() => Traffic::EmptyAppend,
+            MessageBody::Append { .. } => Traffic::Entries,
+            MessageBody::AppendResponse { .. } => Traffic::AppendAnswer,
+            MessageBody::Heartbeat { round: NO_ANSWER_ROUND, .. } => Traffic::Heartbeat,
+            MessageBody::Heartbeat { .. } => Traffic::HeartbeatAsking,
+            MessageBody::HeartbeatResponse { .. } => Traffic::HeartbeatAnswer,
+            MessageBody::RequestVote { .. } | MessageBody::VoteResponse { .. } | MessageBody::TimeoutNow => Traffic::Election,
+            MessageBody::SnapshotChunk { .. } => Traffic::SnapshotChunk,
+            MessageBody::SnapshotResponse { .. } => Traffic::SnapshotAnswer,
+            MessageBody::ReadIndex { .. } | MessageBody::ReadIndexResponse { .. } => Traffic::ReadIndex,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             MessageBody::Append { .. } => "Append",
@@ -136,3 +210,32 @@ impl MessageBody {
 // a variant that grows them grows every move (see `SnapshotChunk::meta`).
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Message>() <= 80);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counters are indexed by `Traffic as usize`: `ALL` lists every kind
+    /// at its own index, under its own name.
+    #[test]
+    fn traffic_kinds_index_their_counters() {
+        for (i, t) in Traffic::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+        }
+        let mut names: Vec<&str> = Traffic::ALL.iter().map(|t| t.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Traffic::COUNT);
+    }
+
+    #[test]
+    fn heartbeats_that_ask_no_answer_are_told_apart() {
+        let hb = |round| MessageBody::Heartbeat { commit: LogIndex(3), round };
+        assert_eq!(hb(NO_ANSWER_ROUND).traffic(), Traffic::Heartbeat);
+        assert_eq!(hb(7).traffic(), Traffic::HeartbeatAsking);
+        let append = |entries: Vec<Entry>| MessageBody::Append { prev_index: LogIndex(1), prev_term: Term(1), entries, commit: LogIndex(1) };
+        assert_eq!(append(Vec::new()).traffic(), Traffic::EmptyAppend);
+        let entry = Entry { term: Term(1), index: LogIndex(2), kind: crate::types::EntryKind::Normal, data: Bytes::from_static(b"x") };
+        assert_eq!(append(vec![entry]).traffic(), Traffic::Entries);
+    }
+}

@@ -137,9 +137,8 @@ pub struct Raft<S: Storage> {
 }
 
 impl<S: Storage> Raft<S> {
-    /// The round of a heartbeat whose follower is not to answer (rounds
-    /// count from 1).
-    pub const NO_ANSWER_ROUND: u64 = 0;
+    /// The round of a heartbeat whose follower is not to answer.
+    pub const NO_ANSWER_ROUND: u64 = crate::message::NO_ANSWER_ROUND;
 
     /// A replica with the shared configuration `cfg`; `seed` drives its
     /// election-timeout randomness.

@@ -123,6 +123,16 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         let messages_per_op = per(messages, report.writes + report.reads);
         out.set("messages_per_op", messages_per_op);
         out.say(format!("batching: {entries_per_fsync:.1} WAL entries per fsync, {messages_per_frame:.1} messages per frame, {messages_per_op:.1} messages per operation"));
+        // What those messages are, per operation: the appends and their
+        // answers are the floor; the rest is the cost of keeping groups alive.
+        let by_traffic = a.messages_by_traffic.since(&b.messages_by_traffic);
+        let ops = report.writes + report.reads;
+        let kinds: Vec<(raftcore::Traffic, f64)> = raftcore::Traffic::ALL.iter().map(|&t| (t, per(by_traffic.get(t), ops))).collect();
+        for &(t, n) in &kinds {
+            out.set(&format!("messages_per_op_{}", t.name()), n);
+        }
+        let shown: Vec<String> = kinds.iter().filter(|&&(_, n)| n >= 0.005).map(|&(t, n)| format!("{} {n:.2}", t.name().replace('_', " "))).collect();
+        out.say(format!("messages per operation: {}", shown.join(", ")));
         let snapshots = a.snapshots - b.snapshots;
         let failures = a.snapshot_save_failures - b.snapshot_save_failures;
         out.set("snapshots", snapshots);

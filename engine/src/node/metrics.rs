@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use raftcore::Traffic;
+
 #[derive(Debug, Default)]
 pub struct CoreMetrics {
     pub readies: AtomicU64,
@@ -14,6 +16,8 @@ pub struct CoreMetrics {
     pub frames_sent: AtomicU64,
     pub heartbeat_frames: AtomicU64,
     pub messages_sent: AtomicU64,
+    /// Messages sent, by what they do (indexed by `Traffic as usize`).
+    pub messages_by_traffic: [AtomicU64; Traffic::COUNT],
     pub frames_received: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub connections_refused: AtomicU64,
@@ -45,6 +49,9 @@ pub struct MetricsSnapshot {
     /// Frames that carried only heartbeats and their responses.
     pub heartbeat_frames: u64,
     pub messages_sent: u64,
+    /// `messages_sent` by what the messages do: appends with entries,
+    /// empty appends, heartbeats asking an answer or not, votes, …
+    pub messages_by_traffic: TrafficCounts,
     pub frames_received: u64,
     pub frames_dropped: u64,
     pub connections_refused: u64,
@@ -85,6 +92,9 @@ impl MetricsSnapshot {
             s.frames_sent += get(&m.frames_sent);
             s.heartbeat_frames += get(&m.heartbeat_frames);
             s.messages_sent += get(&m.messages_sent);
+            for (sum, count) in s.messages_by_traffic.0.iter_mut().zip(&m.messages_by_traffic) {
+                *sum += get(count);
+            }
             s.frames_received += get(&m.frames_received);
             s.frames_dropped += get(&m.frames_dropped);
             s.connections_refused += get(&m.connections_refused);
@@ -102,5 +112,27 @@ impl MetricsSnapshot {
             s.log_entries_in_memory += get(&m.log_entries_in_memory);
         }
         s
+    }
+}
+
+/// Message counts by `Traffic` kind; serialized as an object keyed by the
+/// kinds' names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounts(pub [u64; Traffic::COUNT]);
+
+impl TrafficCounts {
+    pub fn get(&self, kind: Traffic) -> u64 {
+        self.0[kind as usize]
+    }
+
+    /// The counts since `earlier`.
+    pub fn since(&self, earlier: &TrafficCounts) -> TrafficCounts {
+        TrafficCounts(std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i])))
+    }
+}
+
+impl serde::Serialize for TrafficCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(Traffic::ALL.iter().map(|&t| (t.name(), self.get(t))))
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use raftcore::MessageBody;
+use raftcore::Traffic;
 
 use super::wire::{self, Decoded, Envelope, Handshake};
 use crate::node::metrics::CoreMetrics;
@@ -74,8 +74,18 @@ impl PeerLink {
         }
         wire::encode_batch(batch, &mut queue);
         m.frames_sent.fetch_add(1, Ordering::Relaxed);
-        if batch.iter().all(|e| matches!(e.msg.body, MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. })) {
+        let mut by_traffic = [0u64; Traffic::COUNT];
+        for e in batch {
+            by_traffic[e.msg.body.traffic() as usize] += 1;
+        }
+        let heartbeats = by_traffic[Traffic::Heartbeat as usize] + by_traffic[Traffic::HeartbeatAsking as usize] + by_traffic[Traffic::HeartbeatAnswer as usize];
+        if heartbeats == batch.len() as u64 {
             m.heartbeat_frames.fetch_add(1, Ordering::Relaxed);
+        }
+        for (counter, n) in m.messages_by_traffic.iter().zip(by_traffic) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
         }
         m.messages_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         drop(queue);
