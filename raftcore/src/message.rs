@@ -86,8 +86,6 @@ pub enum MessageBody {
     },
 }
 
-/// The rejecting follower's guess of where its log last agrees with the
-/// leader's: its entry at `index` has `term`.
 /// The round of a heartbeat whose follower is not to answer (rounds count
 /// from 1).
 pub const NO_ANSWER_ROUND: u64 = 0;
@@ -147,6 +145,8 @@ impl Traffic {
     }
 }
 
+/// The rejecting follower's guess of where its log last agrees with the
+/// leader's: its entry at `index` has `term`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejectHint {
     pub index: LogIndex,
@@ -171,7 +171,7 @@ impl MessageBody {
         )
     }
 
-    /// A short name for logs and test traces.
+    /// What the message does, for counting traffic by kind.
     pub fn traffic(&self) -> Traffic {
         match self {
             MessageBody::Append { entries, .. } if entries.is_empty() => Traffic::EmptyAppend,
@@ -187,6 +187,7 @@ impl MessageBody {
         }
     }
 
+    /// A short name for logs and test traces.
     pub fn name(&self) -> &'static str {
         match self {
             MessageBody::Append { .. } => "Append",
