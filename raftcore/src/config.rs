@@ -13,6 +13,8 @@ pub enum ConfigError {
     LeaseTicks { lease_ticks: u32, election_timeout_ticks: u32 },
     #[error("lease reads need check_quorum: without it a deposed leader cannot know")]
     LeaseWithoutCheckQuorum,
+    #[error("skip_heartbeats_after_appends needs two heartbeat intervals ({heartbeat_ticks} ticks each) within the election timeout ({election_timeout_ticks})")]
+    HeartbeatSkipTooLong { heartbeat_ticks: u32, election_timeout_ticks: u32 },
     #[error("{name} must be between 1 and {max}, got {value}")]
     OutOfRange { name: &'static str, value: u64, max: u64 },
 }
@@ -28,6 +30,15 @@ pub struct Config {
     pub lease_ticks: u32,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    /// A leader sends no heartbeat that asks no answer to a follower it sent
+    /// an append since the last round: the append kept the follower's
+    /// election timer from running out, and the commit the heartbeat would
+    /// carry reaches it with the next append, or with a round without
+    /// appends, which the leader waits for before it counts as idle. Fewer
+    /// messages while groups are busy; followers learn commits later. A
+    /// follower then hears from its leader at least every two heartbeat
+    /// intervals, which must fit in the election timeout.
+    pub skip_heartbeats_after_appends: bool,
     pub max_inflight_msgs: usize,
     pub max_append_entries: usize,
     pub max_append_bytes: u64,
@@ -51,6 +62,7 @@ impl Config {
             lease_ticks: 8,
             pre_vote: true,
             check_quorum: true,
+            skip_heartbeats_after_appends: false,
             max_inflight_msgs: 256,
             max_append_entries: 4096,
             max_append_bytes: 1024 * 1024,
@@ -73,6 +85,9 @@ impl Config {
         }
         if self.lease_ticks > 0 && !self.check_quorum {
             return Err(ConfigError::LeaseWithoutCheckQuorum);
+        }
+        if self.skip_heartbeats_after_appends && 2 * self.heartbeat_ticks >= self.election_timeout_ticks {
+            return Err(ConfigError::HeartbeatSkipTooLong { heartbeat_ticks: self.heartbeat_ticks, election_timeout_ticks: self.election_timeout_ticks });
         }
         check_range("max_inflight_msgs", self.max_inflight_msgs as u64, limits::INFLIGHT_MSGS_MAX as u64)?;
         check_range("max_append_entries", self.max_append_entries as u64, limits::APPEND_ENTRIES_MAX as u64)?;

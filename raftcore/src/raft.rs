@@ -221,6 +221,8 @@ impl<S: Storage> Raft<S> {
             pr.matched = if pr.id == id { persisted } else { LogIndex::ZERO };
             pr.next = next;
             pr.last_heard_tick = now;
+            pr.commit_told = false;
+            pr.appended_since_round = false;
             pr.acked_round = 0;
         }
     }
@@ -606,6 +608,9 @@ impl<S: Storage> Raft<S> {
         if !self.log.maybe_commit(index, self.term) {
             return false;
         }
+        for pr in self.tracker.iter_mut() {
+            pr.commit_told = false; // Nobody was told this commit yet.
+        }
         self.broadcast_pending = true;
         self.release_reads_awaiting_commit();
         true
@@ -643,6 +648,8 @@ impl<S: Storage> Raft<S> {
             ProgressState::Snapshot => unreachable!("paused in snapshot state"),
         }
         let commit = self.log.committed;
+        pr.commit_told = true;
+        pr.appended_since_round = true;
         self.send(to, self.term, MessageBody::Append { prev_index, prev_term, entries, commit });
         true
     }
@@ -687,17 +694,20 @@ impl<S: Storage> Raft<S> {
         let committed = self.log.committed;
         let heard_since = now.saturating_sub(u64::from(self.cfg.heartbeat_ticks));
         let (max_inflight, last) = (self.cfg.max_inflight_msgs, self.log.last_index());
-        let targets: Vec<(NodeId, LogIndex, bool)> = self
-            .tracker
-            .iter()
-            .filter(|p| p.id != self.id)
-            .map(|p| {
-                // A follower behind may have lost appends: its answer makes
-                // the leader send them again.
-                let quiet = p.state == ProgressState::Replicate && p.matched == last && !p.inflights.is_full(max_inflight) && p.last_heard_tick >= heard_since;
-                (p.id, p.matched.min(committed), every_answer || !quiet)
-            })
-            .collect();
+        let (id, skip_after_appends) = (self.id, self.cfg.skip_heartbeats_after_appends);
+        let mut targets: Vec<(NodeId, LogIndex, bool)> = Vec::new();
+        for p in self.tracker.iter_mut().filter(|p| p.id != id) {
+            // A follower behind may have lost appends: its answer makes
+            // the leader send them again.
+            let quiet = p.state == ProgressState::Replicate && p.matched == last && !p.inflights.is_full(max_inflight) && p.last_heard_tick >= heard_since;
+            let answer = every_answer || !quiet;
+            let appended = std::mem::take(&mut p.appended_since_round);
+            if answer || !appended || !skip_after_appends {
+                let commit = p.matched.min(committed);
+                p.commit_told |= commit == committed;
+                targets.push((p.id, commit, answer));
+            }
+        }
         for (to, commit, answer) in targets {
             let round = if answer { round } else { Self::NO_ANSWER_ROUND };
             self.send(to, self.term, MessageBody::Heartbeat { commit, round });
@@ -1177,7 +1187,11 @@ impl<S: Storage> Raft<S> {
         }
         match self.role {
             Role::Leader => {
-                let all_matched = self.tracker.iter().all(|p| p.matched == log.last_index() && p.state != ProgressState::Snapshot);
+                // With `skip_heartbeats_after_appends`, also until every
+                // follower was told the commit: quiescing earlier would leave
+                // one unable to rest, and it would campaign.
+                let told = |p: &crate::tracker::Progress| !self.cfg.skip_heartbeats_after_appends || p.id == self.id || p.commit_told;
+                let all_matched = self.tracker.iter().all(|p| p.matched == log.last_index() && p.state != ProgressState::Snapshot && told(p));
                 all_matched && self.reads.as_ref().is_none_or(|r| r.is_empty()) && self.lead_transferee.is_none() && !self.tracker.voters.is_joint()
             }
             Role::Follower => !self.leader.is_none(),

@@ -92,6 +92,11 @@ pub struct Progress {
     /// The leader's tick count when it last heard from this replica; 0 means
     /// never (tick counts start at 1).
     pub last_heard_tick: u64,
+    /// An append or heartbeat told this replica the leader's current
+    /// commit index (a bool, not the index: idle replicas are many).
+    pub commit_told: bool,
+    /// An append went to this replica since the last heartbeat round.
+    pub appended_since_round: bool,
     pub is_learner: bool,
     /// Highest heartbeat round this follower echoed.
     pub acked_round: u64,
@@ -108,6 +113,8 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             last_heard_tick: 0,
+            commit_told: false,
+            appended_since_round: false,
             is_learner,
             acked_round: 0,
             inflights: Inflights::default(),

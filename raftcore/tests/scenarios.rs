@@ -5,7 +5,7 @@
 
 mod scenario_net;
 
-use raftcore::{ChangeOp, ConfChange, ConfChangeError, Config, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError, ReadError, ReadState, Role, Term, Transition};
+use raftcore::{ChangeOp, ConfChange, ConfChangeError, Config, ConfigError, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError, ReadError, ReadState, Role, Term, Transition};
 use scenario_net::{change, config, ids, is_append, is_leave_joint_entry, nid, paper_config, Net};
 
 fn timeout_ticks(net: &Net, n: u64) -> u32 {
@@ -1125,6 +1125,70 @@ fn a_leader_woken_by_a_write_sends_appends_without_a_heartbeat_round() {
     for n in [1, 2, 3] {
         assert_eq!(net.sm(n), strings(&["a", "b", "c"]), "node {n}");
     }
+}
+
+fn skipping_config(n: u64) -> Config {
+    let mut cfg = config(n);
+    cfg.skip_heartbeats_after_appends = true;
+    cfg
+}
+
+/// With `skip_heartbeats_after_appends`, a follower that an append reached
+/// since the last round gets no heartbeat asking nothing: it learns the
+/// commit a round later, and the leader counts as idle (may quiesce) only
+/// once every follower was told it. Busy followers keep their leader.
+#[test]
+fn heartbeats_after_appends_are_skipped_until_the_leader_goes_idle() {
+    let heartbeats_to = |net: &Net, to: u64| net.sent_between(1, to).iter().filter(|m| matches!(m.body, MessageBody::Heartbeat { .. })).count();
+    let mut net = Net::new(&[1, 2, 3], skipping_config);
+    net.elect(1);
+    let term = net.term(1);
+    net.tick_all();
+    net.tick_all();
+    net.propose(1, "a");
+    net.stabilize();
+    assert_eq!(net.sm(1), strings(&["a"]));
+    assert_eq!(net.sm(2), strings(&[]), "the append carried the commit before it");
+
+    let before = heartbeats_to(&net, 2);
+    net.tick_all();
+    assert_eq!(heartbeats_to(&net, 2), before, "the append reached node 2 since the last round");
+    assert_eq!(net.sm(2), strings(&[]));
+    assert!(!net.raw(1).is_idle(), "a follower was not told the commit yet");
+
+    net.tick_all();
+    assert_eq!(heartbeats_to(&net, 2), before + 1, "a round without appends goes out");
+    for n in [1, 2, 3] {
+        assert_eq!(net.sm(n), strings(&["a"]), "node {n}");
+        assert!(net.raw(n).is_idle(), "node {n} should be idle");
+    }
+    net.quiesce_all();
+
+    // A write every tick for three election timeouts: the followers hear
+    // only appends, yet nobody campaigns, and all catch up once it stops.
+    net.wake(1);
+    let mut written = vec!["a".to_string()];
+    for i in 0..30 {
+        let w = format!("w{i}");
+        net.propose(1, &w);
+        written.push(w);
+        net.tick_all();
+    }
+    net.ticks(2);
+    for n in [1, 2, 3] {
+        assert_eq!((net.role(n) == Role::Leader, net.term(n)), (n == 1, term), "node {n}");
+        assert_eq!(net.sm(n), written, "node {n}");
+        assert!(net.raw(n).is_idle(), "node {n} did not settle");
+    }
+}
+
+#[test]
+fn skipping_heartbeats_needs_two_intervals_within_the_election_timeout() {
+    let mut cfg = skipping_config(1);
+    cfg.heartbeat_ticks = 5;
+    assert!(matches!(cfg.validate(), Err(ConfigError::HeartbeatSkipTooLong { .. })));
+    cfg.heartbeat_ticks = 4;
+    assert!(cfg.validate().is_ok());
 }
 
 // ---- A single voter ----------------------------------------------------------------

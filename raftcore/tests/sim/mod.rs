@@ -150,6 +150,8 @@ pub fn config_for(id: NodeId, seed: u64) -> Config {
     cfg.max_append_entries = 16;
     cfg.snapshot_chunk_bytes = 64;
     cfg.snapshot_chunks_inflight = 2;
+    // Half the seeds run as the engine's nodes do.
+    cfg.skip_heartbeats_after_appends = seed % 2 == 1;
     cfg
 }
 
