@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::confchange::{self, joint_config, ChangeOp, ConfChange, ConfChangeError};
 use crate::limits;
 use crate::log::RaftLog;
-use crate::message::{Message, MessageBody, RejectHint};
+use crate::message::{Message, MessageBody, RejectHint, NO_ANSWER_ROUND};
 use crate::quorum::VoteResult;
 use crate::rng::Rng;
 use crate::storage::{Storage, StorageError};
@@ -137,9 +137,6 @@ pub struct Raft<S: Storage> {
 }
 
 impl<S: Storage> Raft<S> {
-    /// The round of a heartbeat whose follower is not to answer.
-    pub const NO_ANSWER_ROUND: u64 = crate::message::NO_ANSWER_ROUND;
-
     /// A replica with the shared configuration `cfg`; `seed` drives its
     /// election-timeout randomness.
     pub fn new(cfg: Arc<Config>, seed: u64, storage: S) -> Result<Raft<S>, ConfigError> {
@@ -488,7 +485,7 @@ impl<S: Storage> Raft<S> {
             MessageBody::Append { prev_index, prev_term, entries, commit } => self.handle_append(m.from, prev_index, prev_term, entries, commit),
             MessageBody::Heartbeat { commit, round } => {
                 self.log.commit_to(commit.min(self.log.last_index()));
-                if round != Self::NO_ANSWER_ROUND {
+                if round != NO_ANSWER_ROUND {
                     self.send(m.from, self.term, MessageBody::HeartbeatResponse { round });
                 }
             }
@@ -709,7 +706,7 @@ impl<S: Storage> Raft<S> {
             }
         }
         for (to, commit, answer) in targets {
-            let round = if answer { round } else { Self::NO_ANSWER_ROUND };
+            let round = if answer { round } else { NO_ANSWER_ROUND };
             self.send(to, self.term, MessageBody::Heartbeat { commit, round });
         }
         // A single-voter group confirms its own rounds.

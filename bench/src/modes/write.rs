@@ -120,13 +120,13 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
         let messages_per_frame = per(messages, frames);
         out.set("messages_per_frame", messages_per_frame);
         // Raft messages between the nodes for each acknowledged operation.
-        let messages_per_op = per(messages, report.writes + report.reads);
+        let ops = report.writes + report.reads;
+        let messages_per_op = per(messages, ops);
         out.set("messages_per_op", messages_per_op);
         out.say(format!("batching: {entries_per_fsync:.1} WAL entries per fsync, {messages_per_frame:.1} messages per frame, {messages_per_op:.1} messages per operation"));
         // What those messages are, per operation: the appends and their
         // answers are the floor; the rest is the cost of keeping groups alive.
         let by_traffic = a.messages_by_traffic.since(&b.messages_by_traffic);
-        let ops = report.writes + report.reads;
         let kinds: Vec<(raftcore::Traffic, f64)> = raftcore::Traffic::ALL.iter().map(|&t| (t, per(by_traffic.get(t), ops))).collect();
         for &(t, n) in &kinds {
             out.set(&format!("messages_per_op_{}", t.name()), n);
