@@ -81,6 +81,11 @@ pub struct RaftLog<S: Storage> {
 }
 
 impl<S: Storage> RaftLog<S> {
+    /// Where the unstable entries live, for `RawNode::hot_memory`.
+    pub(crate) fn unstable_memory(&self) -> (usize, usize) {
+        crate::tracker::memory_of(&self.unstable.entries)
+    }
+
     pub fn new(storage: S, committed: LogIndex) -> RaftLog<S> {
         let first = storage.first_index();
         let last = storage.last_index();

@@ -39,6 +39,11 @@ pub struct Inflights {
 }
 
 impl Inflights {
+    /// Where the oldest in-flight indexes live, for `RawNode::hot_memory`.
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        memory_of(self.last_indexes.as_slices().0)
+    }
+
     pub fn len(&self) -> usize {
         self.last_indexes.len()
     }
@@ -270,6 +275,11 @@ impl ProgressTracker {
         self.progress.iter()
     }
 
+    /// Where the progress entries live, for `RawNode::hot_memory`.
+    pub(crate) fn progress_memory(&self) -> (usize, usize) {
+        memory_of(&self.progress)
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Progress> {
         self.progress.iter_mut()
     }
@@ -310,4 +320,9 @@ fn sorted(mut ids: Vec<NodeId>) -> Vec<NodeId> {
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+/// The address and byte length of `items`, for a driver to prefetch.
+pub(crate) fn memory_of<T>(items: &[T]) -> (usize, usize) {
+    (items.as_ptr() as usize, std::mem::size_of_val(items))
 }

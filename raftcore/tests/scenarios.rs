@@ -1211,3 +1211,21 @@ fn sole_voter_leads_after_one_tick() {
     pair.stabilize();
     assert_eq!(pair.role(1), Role::Follower, "two voters wait for the timeout");
 }
+
+// ---- Driver support ------------------------------------------------------------------
+
+/// `hot_memory` names where a leader's per-follower state and voters are.
+#[test]
+fn hot_memory_names_the_progress_and_the_voters() {
+    let mut net = Net::new(&[1, 2, 3], config);
+    net.elect(1);
+    let raw = net.raw(1);
+    let mut ranges = Vec::new();
+    raw.hot_memory(|at, bytes| ranges.push((at, bytes)));
+    let progress = raw.raft.tracker.iter().next().expect("a leader tracks its voters");
+    let progress_at = progress as *const raftcore::tracker::Progress as usize;
+    let progress_bytes = 3 * std::mem::size_of::<raftcore::tracker::Progress>();
+    assert!(ranges.contains(&(progress_at, progress_bytes)), "{ranges:?} lacks the progress at {progress_at:#x}");
+    let voters = raw.raft.tracker.voters.incoming.voters();
+    assert!(ranges.contains(&(voters.as_ptr() as usize, 3 * std::mem::size_of::<NodeId>())), "{ranges:?} lacks the voters");
+}

@@ -60,6 +60,23 @@ pub struct Group {
     pub snapshot_saving: Option<u64>,
 }
 
+impl super::group_table::Prefetch for Group {
+    /// What handling a message or a ready of the group touches beyond the
+    /// group itself: the replica's heap parts, the newest stored entry, the
+    /// oldest proposal waiting for its answer.
+    fn prefetch_parts(&self) {
+        use super::group_table::prefetch_range;
+        use std::mem::size_of;
+        self.raw.hot_memory(prefetch_range);
+        if let Some(last) = self.raw.raft.log.storage.stored_entries().last() {
+            prefetch_range(last as *const raftcore::Entry as usize, size_of::<raftcore::Entry>());
+        }
+        if let Some(front) = self.proposals.front() {
+            prefetch_range(front as *const _ as usize, 64);
+        }
+    }
+}
+
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
         Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, commit_at_last_tick: 0, snapshot_saving: None }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use raftcore::{Config, ConfState, EntryKind, MemStorage, NodeId, RawNode, Storage};
 
 use super::group::Group;
+use super::group_table::GroupTable;
 use super::id_map::IdMap;
 use super::shard::wal_error;
 use super::snapshot_file::SnapshotDir;
@@ -35,7 +36,7 @@ pub async fn recover_groups(
     groups: impl IntoIterator<Item = u64>,
     voters: &[NodeId],
     cfg: Arc<Config>,
-) -> anyhow::Result<IdMap<Box<Group>>> {
+) -> anyhow::Result<GroupTable<Group>> {
     let mut pending = IdMap::default();
     for group in groups {
         pending.insert(group, from_snapshot(wal, snapshots, group, voters)?);
@@ -60,7 +61,7 @@ pub async fn recover_groups(
     if let Some(err) = bad_entry {
         return Err(err);
     }
-    let mut out = IdMap::default();
+    let mut out = GroupTable::default();
     for (group, p) in pending {
         out.insert(group, Box::new(finish(group, p, cfg.clone())?));
     }

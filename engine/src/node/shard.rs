@@ -16,7 +16,7 @@ use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, S
 
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, ReadOp, Responder};
-use super::id_map::IdMap;
+use super::group_table::GroupTable;
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
@@ -70,8 +70,8 @@ pub struct Shard {
     cfg: Rc<NodeConfig>,
     raft_cfg: Arc<Config>,
     /// Boxed: the table holds only ids and addresses, so a group's address
-    /// is known without touching the group (see `prefetch`).
-    groups: RefCell<IdMap<Box<Group>>>,
+    /// is known without touching the group (see `GroupTable::prefetch_ahead`).
+    groups: RefCell<GroupTable<Group>>,
     wal: Wal<DmaIo>,
     snapshots: SnapshotDir,
     /// Saves the snapshots of this core's own compactions.
@@ -311,19 +311,17 @@ impl Shard {
             let mut submitted = None;
             {
                 let mut groups = self.groups.borrow_mut();
-                let mut ids = dirty.drain(..);
-                ids.as_slice().iter().take(PREFETCH_AHEAD).for_each(|&id| prefetch(&groups, id));
-                while let Some(id) = ids.next() {
-                    if let Some(&ahead) = ids.as_slice().get(PREFETCH_AHEAD - 1) {
-                        prefetch(&groups, ahead);
-                    }
-                    let Some(g) = groups.get_mut(&id) else { continue };
+                groups.prefetch_start(|i| dirty.get(i).copied());
+                for (i, &id) in dirty.iter().enumerate() {
+                    groups.prefetch_ahead(|k| dirty.get(i + k).copied());
+                    let Some(g) = groups.get_mut(id) else { continue };
                     g.scheduled = false;
                     if g.raw.has_ready() {
                         let (number, persisted) = self.process_ready(g, &mut batch, &mut submitted, &mut outbox)?;
                         readies.push((id, number, persisted));
                     }
                 }
+                dirty.clear();
             }
             outbox.flush(&self.peers);
             if readies.is_empty() && batch.is_empty() && submitted.is_none() {
@@ -405,16 +403,15 @@ impl Shard {
         match event {
             Event::Peer { from, batch } => {
                 self.live_peers.borrow_mut().insert(from);
+                groups.prefetch_start(|k| batch.get(k).map(|e| e.group));
                 let mut envs = batch.into_iter();
-                envs.as_slice().iter().take(PREFETCH_AHEAD).for_each(|e| prefetch(&groups, e.group));
                 while let Some(env) = envs.next() {
-                    if let Some(ahead) = envs.as_slice().get(PREFETCH_AHEAD - 1) {
-                        prefetch(&groups, ahead.group);
-                    }
+                    // What follows `env`: `as_slice()[0]` is one place after it.
+                    groups.prefetch_ahead(|k| envs.as_slice().get(k - 1).map(|e| e.group));
                     if env.msg.from.0 != from {
                         continue; // A peer speaks only for itself.
                     }
-                    match groups.get_mut(&env.group) {
+                    match groups.get_mut(env.group) {
                         Some(g) => {
                             // A late heartbeat response needs no wake-up round.
                             if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) {
@@ -430,7 +427,7 @@ impl Shard {
                 }
             }
             Event::Client { group, op: Op::CreateGroup, respond } => {
-                if group == 0 || groups.contains_key(&group) {
+                if group == 0 || groups.contains_key(group) {
                     return respond(if group == 0 { Reply::Error("group 0 is reserved".into()) } else { Reply::Done });
                 }
                 let voters = self.cfg.voters();
@@ -446,7 +443,7 @@ impl Shard {
                 }
             }
             Event::Client { group, op: Op::DeleteGroup, respond } => {
-                if let Some(mut g) = groups.remove(&group) {
+                if let Some(mut g) = groups.remove(group) {
                     g.abandon();
                     batch.remove_group(wal::GroupId(group));
                     // A save of it in progress ends first; queued ones never run.
@@ -458,7 +455,7 @@ impl Shard {
                 }
                 admin.push(respond);
             }
-            Event::Client { group, op, respond } => match groups.get_mut(&group) {
+            Event::Client { group, op, respond } => match groups.get_mut(group) {
                 None => respond(Reply::UnknownGroup),
                 Some(g) => {
                     g.wake();
@@ -470,17 +467,17 @@ impl Shard {
                 let live_peers = self.live_peers.borrow();
                 let mut leaders = 0;
                 let mut quiesced = 0;
-                for g in groups.values_mut() {
+                groups.for_each_mut_prefetched(|g| {
                     leaders += u64::from(g.raw.raft.role == raftcore::Role::Leader);
                     if g.quiesced {
                         quiesced += 1;
-                        continue;
+                        return;
                     }
                     g.tick(QUIESCE_AFTER_TICKS, |leader| live_peers.contains(&leader));
                     if g.raw.has_ready() {
                         schedule(g, dirty);
                     }
-                }
+                });
                 self.metrics.quiesced_groups.store(quiesced, Ordering::Relaxed);
                 self.ticks.set(self.ticks.get() + 1);
                 if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
@@ -567,7 +564,7 @@ impl Shard {
     /// Over `log_entries_in_memory_max`, compacts the groups with the
     /// longest logs (at most `BUDGET_COMPACTIONS_MAX`) until the core is
     /// back under nine tenths of it.
-    fn keep_logs_within_budget(&self, groups: &mut IdMap<Box<Group>>) {
+    fn keep_logs_within_budget(&self, groups: &mut GroupTable<Group>) {
         let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
         // One pass over the groups: each log's length, and their sum.
         let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
@@ -580,7 +577,7 @@ impl Shard {
         longest.sort_unstable_by(|a, b| b.cmp(a));
         let mut excess = total - max / 10 * 9;
         for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
-            let Some(g) = groups.get_mut(&id) else { continue };
+            let Some(g) = groups.get_mut(id) else { continue };
             let before = held(g);
             self.compact_to_applied(g);
             excess = excess.saturating_sub(before - held(g));
@@ -615,9 +612,9 @@ impl Shard {
     /// Saved snapshots let the WAL forget the entries they cover. A result
     /// for a save that was superseded (a leader's snapshot installed, the
     /// group deleted or re-created) is dropped.
-    fn on_snapshots_saved(&self, groups: &mut IdMap<Box<Group>>, saved: Vec<Saved>, batch: &mut Batch) {
+    fn on_snapshots_saved(&self, groups: &mut GroupTable<Group>, saved: Vec<Saved>, batch: &mut Batch) {
         for s in saved {
-            let Some(g) = groups.get_mut(&s.group) else { continue };
+            let Some(g) = groups.get_mut(s.group) else { continue };
             if g.snapshot_saving != Some(s.token) {
                 continue;
             }
@@ -644,13 +641,11 @@ impl Shard {
             for respond in u.admin {
                 respond(Reply::Done);
             }
+            groups.prefetch_start(|k| u.readies.get(k).map(|r| r.0));
             let mut readies = u.readies.into_iter();
-            readies.as_slice().iter().take(PREFETCH_AHEAD).for_each(|r| prefetch(&groups, r.0));
             while let Some((id, number, msgs)) = readies.next() {
-                if let Some(ahead) = readies.as_slice().get(PREFETCH_AHEAD - 1) {
-                    prefetch(&groups, ahead.0);
-                }
-                let Some(g) = groups.get_mut(&id) else { continue };
+                groups.prefetch_ahead(|k| readies.as_slice().get(k - 1).map(|r| r.0));
+                let Some(g) = groups.get_mut(id) else { continue };
                 g.raw.on_persisted(number);
                 outbox.add(id, msgs);
                 if !g.scheduled {
@@ -667,30 +662,6 @@ const BUDGET_CHECK_EVERY_TICKS: u64 = 10;
 /// Groups one budget check compacts at most: each serializes its state
 /// machine on the core.
 const BUDGET_COMPACTIONS_MAX: usize = 64;
-
-/// How many groups ahead of the one being processed `prefetch` loads.
-const PREFETCH_AHEAD: usize = 8;
-
-/// Starts loading group `id` into the cache ahead of its use. The groups one
-/// frame or one durable record names lie scattered over memory; touching each
-/// cold stalls the core on one miss after another (`handle` and `settle`
-/// spent most of their time in those stalls), while prefetched lines load
-/// in parallel.
-#[inline]
-fn prefetch(groups: &IdMap<Box<Group>>, id: u64) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(g) = groups.get(&id) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = (&**g as *const Group).cast::<i8>();
-        for offset in (0..std::mem::size_of::<Group>()).step_by(64) {
-            // SAFETY: a prefetch is only a hint: it never faults and changes
-            // no memory; the address lies inside the group anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (groups, id);
-}
 
 /// Turns a client operation into a proposal or a read of `g`. A command
 /// longer than `entry_bytes_max` is refused: its entry would not fit in a

@@ -1,0 +1,333 @@
+//! The groups of one core, by id: an open-addressing table whose slot for an
+//! id is found by arithmetic alone, so that loops over many groups can load
+//! the slots of the groups ahead and then the groups themselves while they
+//! work on the current one (`prefetch_slot`, `prefetch_value`).
+//!
+//! With thousands of groups neither the table nor the groups stay in the
+//! cache between two visits; a lookup in a general hash map costs two
+//! dependent misses (control bytes, then the bucket) before the group's own,
+//! and none of them can be started early. Here a slot holds the id and the
+//! boxed value side by side (16 bytes), ids hash by one multiplication
+//! (Fibonacci hashing spreads consecutive ids evenly), collisions probe
+//! linearly and the table stays at most half full.
+
+use std::mem::size_of;
+
+struct Slot<V> {
+    id: u64,
+    value: Option<Box<V>>,
+}
+
+pub struct GroupTable<V> {
+    slots: Box<[Slot<V>]>,
+    /// log2 of the slot count.
+    bits: u32,
+    len: usize,
+}
+
+/// Slots of a new table.
+const SLOTS_MIN: usize = 16;
+
+impl<V> Default for GroupTable<V> {
+    fn default() -> Self {
+        GroupTable::with_slots(SLOTS_MIN)
+    }
+}
+
+impl<V> GroupTable<V> {
+    fn with_slots(count: usize) -> GroupTable<V> {
+        debug_assert!(count.is_power_of_two());
+        let slots = (0..count).map(|_| Slot { id: 0, value: None }).collect();
+        GroupTable { slots, bits: count.trailing_zeros(), len: 0 }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot an id's probe starts at.
+    fn home(&self, id: u64) -> usize {
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
+    }
+
+    /// The slot holding `id`, if any.
+    fn find(&self, id: u64) -> Option<usize> {
+        let mut i = self.home(id);
+        loop {
+            let slot = &self.slots[i];
+            slot.value.as_ref()?;
+            if slot.id == id {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains_key(&self, id: u64) -> bool {
+        self.find(id).is_some()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&V> {
+        self.find(id).and_then(|i| self.slots[i].value.as_deref())
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut V> {
+        self.find(id).and_then(|i| self.slots[i].value.as_deref_mut())
+    }
+
+    /// Inserts `value` under `id`; returns the value it replaces.
+    pub fn insert(&mut self, id: u64, value: Box<V>) -> Option<Box<V>> {
+        if let Some(i) = self.find(id) {
+            return self.slots[i].value.replace(value);
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mut i = self.home(id);
+        while self.slots[i].value.is_some() {
+            i = (i + 1) & self.mask();
+        }
+        self.slots[i] = Slot { id, value: Some(value) };
+        self.len += 1;
+        None
+    }
+
+    /// Removes `id`; the slots after it in its probe run shift back, so that
+    /// every lookup still stops at the first empty slot.
+    pub fn remove(&mut self, id: u64) -> Option<Box<V>> {
+        let mut hole = self.find(id)?;
+        let removed = self.slots[hole].value.take();
+        self.len -= 1;
+        let mask = self.mask();
+        let mut i = (hole + 1) & mask;
+        while self.slots[i].value.is_some() {
+            let home = self.home(self.slots[i].id);
+            // The entry at `i` may fill the hole if its home is not within
+            // (hole, i] going round the table.
+            let distance_to_i = i.wrapping_sub(home) & mask;
+            let distance_to_hole = i.wrapping_sub(hole) & mask;
+            if distance_to_i >= distance_to_hole {
+                self.slots.swap(hole, i);
+                hole = i;
+            }
+            i = (i + 1) & mask;
+        }
+        removed
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::replace(self, GroupTable::with_slots(self.slots.len() * 2));
+        for slot in old.slots.into_vec() {
+            if let Some(value) = slot.value {
+                self.insert(slot.id, value);
+            }
+        }
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.slots.iter().filter_map(|s| s.value.as_deref())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slots.iter_mut().filter_map(|s| s.value.as_deref_mut())
+    }
+
+    /// Calls `f` on every value, loading the values a few slots ahead into
+    /// the cache while `f` runs (the slots themselves are read in order).
+    pub fn for_each_mut_prefetched(&mut self, mut f: impl FnMut(&mut V)) {
+        let n = self.slots.len();
+        for i in 0..n {
+            if let Some(ahead) = self.slots.get(i + VALUE_AHEAD) {
+                if let Some(v) = &ahead.value {
+                    prefetch_lines(&**v);
+                }
+            }
+            if let Some(v) = self.slots[i].value.as_deref_mut() {
+                f(v);
+            }
+        }
+    }
+
+    /// Starts loading the slot where a lookup of `id` begins; it needs no
+    /// memory of the table to find it.
+    #[inline]
+    pub fn prefetch_slot(&self, id: u64) {
+        prefetch_line(&self.slots[self.home(id)]);
+    }
+
+    /// Starts loading the value of `id` (all its cache lines), if present.
+    /// Reads the slot: best issued once `prefetch_slot` had time to load it.
+    #[inline]
+    pub fn prefetch_value(&self, id: u64) {
+        if let Some(v) = self.get(id) {
+            prefetch_lines(v);
+        }
+    }
+
+}
+
+/// A value whose first use also touches memory it points to.
+pub trait Prefetch {
+    /// Starts loading that memory; called once the value itself is cached.
+    fn prefetch_parts(&self);
+}
+
+impl<V: Prefetch> GroupTable<V> {
+    /// Before the item at hand of a sequence of ids (`ahead(k)`: the id `k`
+    /// places after it), in three stages: starts loading the slot of the
+    /// item `SLOT_AHEAD` places on, the value of the one `VALUE_AHEAD` places
+    /// on (its slot requested earlier), and the parts of the one
+    /// `PARTS_AHEAD` places on (its value requested earlier). Called before
+    /// every item in order, after `prefetch_start`, each item's memory
+    /// arrives before it is used.
+    #[inline]
+    pub fn prefetch_ahead(&self, ahead: impl Fn(usize) -> Option<u64>) {
+        if let Some(id) = ahead(SLOT_AHEAD) {
+            self.prefetch_slot(id);
+        }
+        if let Some(id) = ahead(VALUE_AHEAD) {
+            self.prefetch_value(id);
+        }
+        if let Some(v) = ahead(PARTS_AHEAD).and_then(|id| self.get(id)) {
+            v.prefetch_parts();
+        }
+    }
+
+    /// Before the first item of a sequence (`first(k)`: the id of item `k`):
+    /// the stages of the items before it, as far as they go.
+    pub fn prefetch_start(&self, first: impl Fn(usize) -> Option<u64>) {
+        (0..SLOT_AHEAD).filter_map(&first).for_each(|id| self.prefetch_slot(id));
+        (0..VALUE_AHEAD).filter_map(&first).for_each(|id| self.prefetch_value(id));
+        (0..PARTS_AHEAD).filter_map(&first).filter_map(|id| self.get(id)).for_each(V::prefetch_parts);
+    }
+}
+
+/// How many items ahead a sequence's slots are requested.
+pub const SLOT_AHEAD: usize = 16;
+/// How many items ahead a sequence's values are requested (their slots were
+/// requested `SLOT_AHEAD - VALUE_AHEAD` items before).
+pub const VALUE_AHEAD: usize = 8;
+/// How many items ahead the memory a value points to is requested.
+pub const PARTS_AHEAD: usize = 3;
+
+#[inline]
+pub fn prefetch_line<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is only a hint: it never faults and changes no
+        // memory, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
+/// Starts loading the first `PARTS_LINES_MAX` cache lines of the `bytes`
+/// bytes at `address` (none if empty).
+#[inline]
+pub fn prefetch_range(address: usize, bytes: usize) {
+    for offset in (0..bytes.min(PARTS_LINES_MAX * 64)).step_by(64) {
+        prefetch_line((address + offset) as *const u8);
+    }
+}
+
+/// Lines of one part that `prefetch_range` loads.
+const PARTS_LINES_MAX: usize = 4;
+
+/// Starts loading every cache line of `value`.
+#[inline]
+fn prefetch_lines<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..size_of::<T>()).step_by(64) {
+            // SAFETY: as in `prefetch_line`; the address lies inside `value`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn consecutive_ids_are_found_after_growth() {
+        let mut t = GroupTable::default();
+        for id in 1..=10_000u64 {
+            assert!(t.insert(id, Box::new(id * 3)).is_none());
+        }
+        assert_eq!(t.len(), 10_000);
+        assert!(t.slots.len() >= 20_000, "at most half full");
+        for id in 1..=10_000u64 {
+            assert_eq!(t.get(id), Some(&(id * 3)));
+        }
+        assert!(t.get(0).is_none() && t.get(10_001).is_none());
+        assert_eq!(t.values().count(), 10_000);
+    }
+
+    #[test]
+    fn replacing_keeps_one_entry() {
+        let mut t = GroupTable::default();
+        assert!(t.insert(7, Box::new("a")).is_none());
+        assert_eq!(t.insert(7, Box::new("b")).as_deref(), Some(&"a"));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(7), Some(&"b"));
+    }
+
+    #[test]
+    fn every_value_is_visited_once_by_for_each() {
+        let mut t = GroupTable::default();
+        for id in [3u64, 99, 1 << 40, u64::MAX, 0] {
+            t.insert(id, Box::new(0u32));
+        }
+        t.for_each_mut_prefetched(|v| *v += 1);
+        assert!(t.values().all(|&v| v == 1));
+        assert_eq!(t.values().count(), 5);
+    }
+
+    proptest! {
+        /// Any sequence of inserts and removes (ids from a small range, so
+        /// that probe runs collide and wrap) leaves the table agreeing with
+        /// a BTreeMap.
+        #[test]
+        fn agrees_with_a_map(ops in proptest::collection::vec((any::<bool>(), 0u64..64, any::<u32>()), 0..400)) {
+            let mut t = GroupTable::default();
+            let mut m = BTreeMap::new();
+            for (insert, id, v) in ops {
+                // Ids spread over the whole range too: their homes differ in the high bits.
+                let id = id.wrapping_mul(0x0100_0000_0000_0001);
+                if insert {
+                    prop_assert_eq!(t.insert(id, Box::new(v)).map(|b| *b), m.insert(id, v));
+                } else {
+                    prop_assert_eq!(t.remove(id).map(|b| *b), m.remove(&id));
+                }
+                prop_assert_eq!(t.len(), m.len());
+            }
+            for (id, v) in &m {
+                prop_assert_eq!(t.get(*id), Some(v));
+            }
+            let mut seen: Vec<u32> = t.values().copied().collect();
+            let mut want: Vec<u32> = m.values().copied().collect();
+            seen.sort_unstable();
+            want.sort_unstable();
+            prop_assert_eq!(seen, want);
+        }
+    }
+}
