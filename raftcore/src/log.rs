@@ -242,6 +242,7 @@ impl<S: Storage> RaftLog<S> {
             let mut bytes: u64 = out.iter().map(Entry::size_bytes).sum();
             let start = (lo.max(offset).get() - offset.get()) as usize;
             let end = (hi.get() - offset.get()) as usize;
+            out.reserve(end - start);
             for entry in &self.unstable.entries[start..end] {
                 bytes += entry.size_bytes();
                 if !out.is_empty() && bytes > max_bytes {
