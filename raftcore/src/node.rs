@@ -202,18 +202,16 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// The heap memory this replica's next step or ready touches first, as
-    /// (address, bytes) pairs: its followers' progress and their in-flight
-    /// windows, its voters, its unstable entries, its readies awaiting
-    /// persistence. A driver of many groups, whose replicas are cold in the
-    /// cache, prefetches it a few groups ahead. Reading it changes nothing.
+    /// (address, bytes) pairs: its followers' progress, its voters, its
+    /// unstable entries, its readies awaiting persistence. A driver of many
+    /// groups, whose replicas are cold in the cache, prefetches it a few
+    /// groups ahead. Finding it reads only the `RawNode` itself (not the
+    /// memory it names, which would stall on the very misses it is for),
+    /// and changes nothing.
     pub fn hot_memory(&self, mut each: impl FnMut(usize, usize)) {
         let raft = &self.raft;
         let (at, bytes) = raft.tracker.progress_memory();
         each(at, bytes);
-        for p in raft.tracker.iter() {
-            let (at, bytes) = p.inflights.memory();
-            each(at, bytes);
-        }
         let (at, bytes) = crate::tracker::memory_of(raft.tracker.voters.incoming.voters());
         each(at, bytes);
         let (at, bytes) = raft.log.unstable_memory();

@@ -39,11 +39,6 @@ pub struct Inflights {
 }
 
 impl Inflights {
-    /// Where the oldest in-flight indexes live, for `RawNode::hot_memory`.
-    pub(crate) fn memory(&self) -> (usize, usize) {
-        memory_of(self.last_indexes.as_slices().0)
-    }
-
     pub fn len(&self) -> usize {
         self.last_indexes.len()
     }

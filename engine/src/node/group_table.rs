@@ -171,7 +171,6 @@ impl<V> GroupTable<V> {
             prefetch_lines(v);
         }
     }
-
 }
 
 /// A value whose first use also touches memory it points to.
@@ -211,15 +210,16 @@ impl<V: Prefetch> GroupTable<V> {
 }
 
 /// How many items ahead a sequence's slots are requested.
-pub const SLOT_AHEAD: usize = 16;
+const SLOT_AHEAD: usize = 16;
 /// How many items ahead a sequence's values are requested (their slots were
 /// requested `SLOT_AHEAD - VALUE_AHEAD` items before).
-pub const VALUE_AHEAD: usize = 8;
+const VALUE_AHEAD: usize = 8;
 /// How many items ahead the memory a value points to is requested.
-pub const PARTS_AHEAD: usize = 3;
+const PARTS_AHEAD: usize = 3;
 
+/// Starts loading the cache line that holds `at`.
 #[inline]
-pub fn prefetch_line<T>(at: *const T) {
+fn prefetch_line<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -246,17 +246,10 @@ const PARTS_LINES_MAX: usize = 4;
 /// Starts loading every cache line of `value`.
 #[inline]
 fn prefetch_lines<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = (value as *const T).cast::<i8>();
-        for offset in (0..size_of::<T>()).step_by(64) {
-            // SAFETY: as in `prefetch_line`; the address lies inside `value`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
-        }
+    let start = (value as *const T).cast::<u8>();
+    for offset in (0..size_of::<T>()).step_by(64) {
+        prefetch_line(start.wrapping_add(offset));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 #[cfg(test)]
