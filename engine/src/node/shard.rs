@@ -467,17 +467,17 @@ impl Shard {
                 let live_peers = self.live_peers.borrow();
                 let mut leaders = 0;
                 let mut quiesced = 0;
-                groups.for_each_mut_prefetched(|g| {
+                for g in groups.values_mut() {
                     leaders += u64::from(g.raw.raft.role == raftcore::Role::Leader);
                     if g.quiesced {
                         quiesced += 1;
-                        return;
+                        continue;
                     }
                     g.tick(QUIESCE_AFTER_TICKS, |leader| live_peers.contains(&leader));
                     if g.raw.has_ready() {
                         schedule(g, dirty);
                     }
-                });
+                }
                 self.metrics.quiesced_groups.store(quiesced, Ordering::Relaxed);
                 self.ticks.set(self.ticks.get() + 1);
                 if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
