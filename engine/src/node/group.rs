@@ -53,7 +53,7 @@ pub struct Group {
     /// Consecutive ticks this group was idle.
     pub idle_ticks: u32,
     /// This replica leads the group (as of its last ready).
-    leading: bool,
+    pub leading: bool,
     /// The commit index at the previous tick.
     commit_at_last_tick: u64,
     /// The token of this group's snapshot being saved, if one is.
@@ -82,13 +82,17 @@ impl Group {
         Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, commit_at_last_tick: 0, snapshot_saving: None }
     }
 
-    /// Resumes ticking after quiescence.
-    pub fn wake(&mut self) {
-        if self.quiesced {
-            self.idle_ticks = 0;
-            self.quiesced = false;
-            self.raw.wake();
+    /// Resumes ticking after quiescence; true if it was quiesced (the
+    /// caller then ticks it again).
+    #[must_use]
+    pub fn wake(&mut self) -> bool {
+        if !self.quiesced {
+            return false;
         }
+        self.idle_ticks = 0;
+        self.quiesced = false;
+        self.raw.wake();
+        true
     }
 
     /// One tick; the group quiesces once it was idle for `quiesce_after_ticks`.

@@ -79,6 +79,10 @@ pub struct Shard {
     /// The token of the last save queued.
     snapshot_tokens: Cell<u64>,
     events: RefCell<VecDeque<Event>>,
+    /// The groups that are not quiesced, which each tick visits: the
+    /// quiesced ones are never touched until something wakes them. Every
+    /// group not quiesced is in it once (deleted ones are dropped from it).
+    awake: RefCell<Vec<u64>>,
     wake: Signal,
     pub peers: HashMap<u64, Rc<PeerLink>>,
     /// Requests for groups of this node's other cores go through it.
@@ -184,6 +188,7 @@ impl Shard {
             snapshots,
             snapshot_tokens: Cell::new(0),
             events: RefCell::new(VecDeque::new()),
+            awake: RefCell::new(Vec::new()),
             wake: Signal::default(),
             peers: HashMap::new(),
             forwarder: None,
@@ -284,6 +289,7 @@ impl Shard {
             g.scheduled = true;
             dirty.push(g.id);
         }
+        self.awake.borrow_mut().clone_from(&dirty);
         let mut unsettled: VecDeque<Unsettled> = VecDeque::new();
         let mut batch = Batch::new();
         let mut outbox = Outbox::default();
@@ -414,8 +420,8 @@ impl Shard {
                     match groups.get_mut(env.group) {
                         Some(g) => {
                             // A late heartbeat response needs no wake-up round.
-                            if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) {
-                                g.wake();
+                            if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) && g.wake() {
+                                self.awake.borrow_mut().push(g.id);
                             }
                             g.raw.step(env.msg);
                             schedule(g, dirty);
@@ -435,6 +441,7 @@ impl Shard {
                 match RawNode::new_shared(self.raft_cfg.clone(), group, storage) {
                     Ok(raw) => {
                         groups.insert(group, Box::new(Group::new(group, raw, KvStore::new())));
+                        self.awake.borrow_mut().push(group);
                         batch.set_hard_state(wal::GroupId(group), bootstrap_hard_state(&voters));
                         self.metrics.groups_created.fetch_add(1, Ordering::Relaxed);
                         admin.push(respond);
@@ -445,6 +452,10 @@ impl Shard {
             Event::Client { group, op: Op::DeleteGroup, respond } => {
                 if let Some(mut g) = groups.remove(group) {
                     g.abandon();
+                    self.awake.borrow_mut().retain(|&id| id != group);
+                    if g.leading {
+                        self.metrics.leaders.fetch_sub(1, Ordering::Relaxed);
+                    }
                     batch.remove_group(wal::GroupId(group));
                     // A save of it in progress ends first; queued ones never run.
                     self.snapshot_writer.release(group);
@@ -458,34 +469,42 @@ impl Shard {
             Event::Client { group, op, respond } => match groups.get_mut(group) {
                 None => respond(Reply::UnknownGroup),
                 Some(g) => {
-                    g.wake();
+                    if g.wake() {
+                        self.awake.borrow_mut().push(group);
+                    }
                     client_op(g, op, self.entry_bytes_max, self.wal.disk_full(), respond);
                     schedule(g, dirty);
                 }
             },
             Event::Tick => {
                 let live_peers = self.live_peers.borrow();
-                let mut leaders = 0;
-                let mut quiesced = 0;
-                for g in groups.values_mut() {
-                    leaders += u64::from(g.raw.raft.role == raftcore::Role::Leader);
-                    if g.quiesced {
-                        quiesced += 1;
-                        continue;
-                    }
+                let mut awake = self.awake.borrow_mut();
+                // Kept in place: those that quiesce this tick leave the list.
+                let mut kept = 0;
+                groups.prefetch_start(|k| awake.get(k).copied());
+                for i in 0..awake.len() {
+                    let id = awake[i];
+                    groups.prefetch_ahead(|k| awake.get(i + k).copied());
+                    let Some(g) = groups.get_mut(id) else { continue };
+                    debug_assert!(!g.quiesced, "group {id} is in the awake list but quiesced");
                     g.tick(QUIESCE_AFTER_TICKS, |leader| live_peers.contains(&leader));
                     if g.raw.has_ready() {
                         schedule(g, dirty);
                     }
+                    if !g.quiesced {
+                        awake[kept] = id;
+                        kept += 1;
+                    }
                 }
-                self.metrics.quiesced_groups.store(quiesced, Ordering::Relaxed);
+                awake.truncate(kept);
+                self.metrics.quiesced_groups.store((groups.len() - awake.len()) as u64, Ordering::Relaxed);
+                drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
                 if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
                     self.keep_logs_within_budget(&mut groups);
                 }
                 let stats = self.wal.stats();
                 let m = &self.metrics;
-                m.leaders.store(leaders, Ordering::Relaxed);
                 m.wal_syncs.store(stats.syncs, Ordering::Relaxed);
                 m.wal_records.store(stats.records, Ordering::Relaxed);
                 m.wal_disk_full.store(u64::from(self.wal.disk_full()), Ordering::Relaxed);
@@ -494,8 +513,11 @@ impl Shard {
                 self.live_peers.borrow_mut().remove(&node);
                 // Groups resting under that node's leadership must be able to
                 // elect another leader if it is gone.
-                for g in groups.values_mut().filter(|g| g.quiesced && g.raw.raft.leader.0 == node) {
-                    g.wake();
+                let mut awake = self.awake.borrow_mut();
+                for g in groups.values_mut().filter(|g| g.raw.raft.leader.0 == node) {
+                    if g.wake() {
+                        awake.push(g.id);
+                    }
                 }
             }
             Event::SnapshotsSaved(saved) => self.on_snapshots_saved(&mut groups, saved, batch),
@@ -512,9 +534,17 @@ impl Shard {
     fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
         let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
         if let Some(ss) = soft_state {
+            let was_leading = g.leading;
             if g.on_role_change(ss.role) {
                 self.metrics.leader_stepdowns.fetch_add(1, Ordering::Relaxed);
             }
+            // The count of leaders follows every change (ticks visit only
+            // the groups that are awake, so they cannot count them).
+            match (was_leading, g.leading) {
+                (false, true) => self.metrics.leaders.fetch_add(1, Ordering::Relaxed),
+                (true, false) => self.metrics.leaders.fetch_sub(1, Ordering::Relaxed),
+                _ => 0,
+            };
         }
         let gid = wal::GroupId(g.id);
         if let Some(s) = snapshot {
