@@ -9,8 +9,8 @@
 //! and none of them can be started early. Here a slot holds the id and the
 //! boxed value side by side (16 bytes), ids hash by one multiplication
 //! (Fibonacci hashing spreads consecutive ids evenly), collisions probe
-//! linearly and the table stays at most three quarters full (iterating it,
-//! as each tick does, reads every slot).
+//! linearly and the table stays at most three quarters full (iterating it
+//! reads every slot).
 
 use std::mem::size_of;
 

@@ -497,7 +497,7 @@ impl Shard {
                     }
                 }
                 awake.truncate(kept);
-                self.metrics.quiesced_groups.store((groups.len() - awake.len()) as u64, Ordering::Relaxed);
+                self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
                 if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
