@@ -235,15 +235,25 @@ impl<I: WalIo> Wal<I> {
         seq.map(Some)
     }
 
-    /// The oldest segment still needed by a group or by a write in flight.
+    /// The oldest segment still needed by a group or by a write in flight,
+    /// or any segment at or below the first one when that one is needed
+    /// (the segments below it may go, so only how far it lies above the
+    /// first matters). The scan of the groups stops at the first that needs
+    /// the first segment: a group's oldest segment is the oldest of all its
+    /// spans, and under load each entry is a span of its own, so a full
+    /// scan visited every entry the index holds, every second, on the
+    /// executor.
     fn needed_from(&self) -> SegmentSeq {
         let st = self.inner.st.borrow();
-        let groups = st
-            .index
-            .groups
-            .values()
-            .filter_map(|g| g.oldest_segment())
-            .min();
+        let first = st.first_segment;
+        let mut groups: Option<SegmentSeq> = None;
+        for oldest in st.index.groups.values().filter_map(|g| g.oldest_segment()) {
+            let lowest = groups.map_or(oldest, |g| g.min(oldest));
+            groups = Some(lowest);
+            if lowest <= first {
+                break;
+            }
+        }
         let writing = st.in_flight.front().map(|f| f.write.segment);
         let head = st.writer.head_segment();
         [groups, writing]
