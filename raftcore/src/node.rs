@@ -208,16 +208,14 @@ impl<S: Storage> RawNode<S> {
     /// groups ahead. Finding it reads only the `RawNode` itself (not the
     /// memory it names, which would stall on the very misses it is for),
     /// and changes nothing.
-    pub fn hot_memory(&self, mut each: impl FnMut(usize, usize)) {
+    pub fn hot_memory(&self) -> [(usize, usize); 4] {
         let raft = &self.raft;
-        let (at, bytes) = raft.tracker.progress_memory();
-        each(at, bytes);
-        let (at, bytes) = crate::tracker::memory_of(raft.tracker.voters.incoming.voters());
-        each(at, bytes);
-        let (at, bytes) = raft.log.unstable_memory();
-        each(at, bytes);
-        let (at, bytes) = crate::tracker::memory_of(self.in_flight.as_slices().0);
-        each(at, bytes);
+        [
+            raft.tracker.progress_memory(),
+            crate::tracker::memory_of(raft.tracker.voters.incoming.voters()),
+            raft.log.unstable_memory(),
+            crate::tracker::memory_of(self.in_flight.as_slices().0),
+        ]
     }
 
     /// Everything in readies up to `number` is durable.

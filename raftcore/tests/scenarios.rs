@@ -1220,8 +1220,7 @@ fn hot_memory_names_the_progress_and_the_voters() {
     let mut net = Net::new(&[1, 2, 3], config);
     net.elect(1);
     let raw = net.raw(1);
-    let mut ranges = Vec::new();
-    raw.hot_memory(|at, bytes| ranges.push((at, bytes)));
+    let ranges = raw.hot_memory();
     let progress = raw.raft.tracker.iter().next().expect("a leader tracks its voters");
     let progress_at = progress as *const raftcore::tracker::Progress as usize;
     let progress_bytes = 3 * std::mem::size_of::<raftcore::tracker::Progress>();

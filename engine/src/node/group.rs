@@ -53,11 +53,19 @@ pub struct Group {
     /// Consecutive ticks this group was idle.
     pub idle_ticks: u32,
     /// This replica leads the group (as of its last ready).
-    pub leading: bool,
+    leading: bool,
     /// The commit index at the previous tick.
     commit_at_last_tick: u64,
     /// The token of this group's snapshot being saved, if one is.
     pub snapshot_saving: Option<u64>,
+}
+
+/// What a role change did to a replica's leadership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    Began,
+    Ended,
+    Unchanged,
 }
 
 impl super::group_table::Prefetch for Group {
@@ -67,7 +75,9 @@ impl super::group_table::Prefetch for Group {
     fn prefetch_parts(&self) {
         use super::group_table::prefetch_range;
         use std::mem::size_of;
-        self.raw.hot_memory(prefetch_range);
+        for (address, bytes) in self.raw.hot_memory() {
+            prefetch_range(address, bytes);
+        }
         if let Some(last) = self.raw.raft.log.storage.stored_entries().last() {
             prefetch_range(last as *const raftcore::Entry as usize, size_of::<raftcore::Entry>());
         }
@@ -211,13 +221,13 @@ impl Group {
         self.serve_reads();
     }
 
-    /// This replica stopped leading (or its term moved on): in-flight writes
-    /// may or may not commit, and unconfirmed reads will not be confirmed.
-    /// Returns whether this replica stopped leading.
-    pub fn on_role_change(&mut self, role: Role) -> bool {
+    /// The replica's role changed. If it is no longer the leader (or its
+    /// term moved on), in-flight writes may or may not commit, and
+    /// unconfirmed reads will not be confirmed.
+    pub fn on_role_change(&mut self, role: Role) -> Leadership {
         let was_leader = std::mem::replace(&mut self.leading, role == Role::Leader);
         if role == Role::Leader {
-            return false;
+            return if was_leader { Leadership::Unchanged } else { Leadership::Began };
         }
         for p in self.proposals.drain(..) {
             (p.respond)(Reply::Unknown);
@@ -231,7 +241,16 @@ impl Group {
             }
         }
         self.reads = kept;
-        was_leader
+        if was_leader {
+            Leadership::Ended
+        } else {
+            Leadership::Unchanged
+        }
+    }
+
+    /// This replica leads the group, as of its last ready.
+    pub fn is_leading(&self) -> bool {
+        self.leading
     }
 
     /// Fails everything waiting (the core is stopping).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, Storage};
 
 use super::forward::{Forward, Forwarder};
-use super::group::{Group, ReadOp, Responder};
+use super::group::{Group, Leadership, ReadOp, Responder};
 use super::group_table::GroupTable;
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
@@ -420,8 +420,8 @@ impl Shard {
                     match groups.get_mut(env.group) {
                         Some(g) => {
                             // A late heartbeat response needs no wake-up round.
-                            if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) && g.wake() {
-                                self.awake.borrow_mut().push(g.id);
+                            if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) {
+                                self.wake_group(g);
                             }
                             g.raw.step(env.msg);
                             schedule(g, dirty);
@@ -453,7 +453,7 @@ impl Shard {
                 if let Some(mut g) = groups.remove(group) {
                     g.abandon();
                     self.awake.borrow_mut().retain(|&id| id != group);
-                    if g.leading {
+                    if g.is_leading() {
                         self.metrics.leaders.fetch_sub(1, Ordering::Relaxed);
                     }
                     batch.remove_group(wal::GroupId(group));
@@ -469,9 +469,7 @@ impl Shard {
             Event::Client { group, op, respond } => match groups.get_mut(group) {
                 None => respond(Reply::UnknownGroup),
                 Some(g) => {
-                    if g.wake() {
-                        self.awake.borrow_mut().push(group);
-                    }
+                    self.wake_group(g);
                     client_op(g, op, self.entry_bytes_max, self.wal.disk_full(), respond);
                     schedule(g, dirty);
                 }
@@ -513,15 +511,19 @@ impl Shard {
                 self.live_peers.borrow_mut().remove(&node);
                 // Groups resting under that node's leadership must be able to
                 // elect another leader if it is gone.
-                let mut awake = self.awake.borrow_mut();
                 for g in groups.values_mut().filter(|g| g.raw.raft.leader.0 == node) {
-                    if g.wake() {
-                        awake.push(g.id);
-                    }
+                    self.wake_group(g);
                 }
             }
             Event::SnapshotsSaved(saved) => self.on_snapshots_saved(&mut groups, saved, batch),
             Event::Durable(_) | Event::WalFailed(_) | Event::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Wakes `g` if it is quiesced; the ticks then visit it again.
+    fn wake_group(&self, g: &mut Group) {
+        if g.wake() {
+            self.awake.borrow_mut().push(g.id);
         }
     }
 
@@ -534,17 +536,18 @@ impl Shard {
     fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
         let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
         if let Some(ss) = soft_state {
-            let was_leading = g.leading;
-            if g.on_role_change(ss.role) {
-                self.metrics.leader_stepdowns.fetch_add(1, Ordering::Relaxed);
-            }
             // The count of leaders follows every change (ticks visit only
             // the groups that are awake, so they cannot count them).
-            match (was_leading, g.leading) {
-                (false, true) => self.metrics.leaders.fetch_add(1, Ordering::Relaxed),
-                (true, false) => self.metrics.leaders.fetch_sub(1, Ordering::Relaxed),
-                _ => 0,
-            };
+            match g.on_role_change(ss.role) {
+                Leadership::Began => {
+                    self.metrics.leaders.fetch_add(1, Ordering::Relaxed);
+                }
+                Leadership::Ended => {
+                    self.metrics.leaders.fetch_sub(1, Ordering::Relaxed);
+                    self.metrics.leader_stepdowns.fetch_add(1, Ordering::Relaxed);
+                }
+                Leadership::Unchanged => {}
+            }
         }
         let gid = wal::GroupId(g.id);
         if let Some(s) = snapshot {
