@@ -108,13 +108,23 @@ pub struct Shard {
 /// Messages for each peer, gathered over one iteration.
 #[derive(Default)]
 struct Outbox {
-    by_peer: HashMap<u64, Vec<Envelope>>,
+    /// (peer node, its messages): a node has a handful of peers, so a
+    /// search of this short vector is cheaper than hashing per message.
+    by_peer: Vec<(u64, Vec<Envelope>)>,
 }
 
 impl Outbox {
     fn add(&mut self, group: u64, msgs: Vec<Message>) {
         for msg in msgs {
-            self.by_peer.entry(msg.to.0).or_default().push(Envelope { group, msg });
+            let to = msg.to.0;
+            let at = match self.by_peer.iter().position(|(node, _)| *node == to) {
+                Some(at) => at,
+                None => {
+                    self.by_peer.push((to, Vec::new()));
+                    self.by_peer.len() - 1
+                }
+            };
+            self.by_peer[at].1.push(Envelope { group, msg });
         }
     }
 
@@ -400,12 +410,6 @@ impl Shard {
 
     fn handle(&self, event: Event, dirty: &mut Vec<u64>, batch: &mut Batch, admin: &mut Vec<Responder>) {
         let mut groups = self.groups.borrow_mut();
-        let schedule = |g: &mut Group, dirty: &mut Vec<u64>| {
-            if !g.scheduled {
-                g.scheduled = true;
-                dirty.push(g.id);
-            }
-        };
         match event {
             Event::Peer { from, batch } => {
                 self.live_peers.borrow_mut().insert(from);
@@ -424,7 +428,7 @@ impl Shard {
                                 self.wake_group(g);
                             }
                             g.raw.step(env.msg);
-                            schedule(g, dirty);
+                            schedule_if_ready(g, dirty);
                         }
                         None => {
                             self.metrics.unknown_group_messages.fetch_add(1, Ordering::Relaxed);
@@ -471,7 +475,7 @@ impl Shard {
                 Some(g) => {
                     self.wake_group(g);
                     client_op(g, op, self.entry_bytes_max, self.wal.disk_full(), respond);
-                    schedule(g, dirty);
+                    schedule_if_ready(g, dirty);
                 }
             },
             Event::Tick => {
@@ -486,9 +490,7 @@ impl Shard {
                     let Some(g) = groups.get_mut(id) else { continue };
                     debug_assert!(!g.quiesced, "group {id} is in the awake list but quiesced");
                     g.tick(QUIESCE_AFTER_TICKS, |leader| live_peers.contains(&leader));
-                    if g.raw.has_ready() {
-                        schedule(g, dirty);
-                    }
+                    schedule_if_ready(g, dirty);
                     if !g.quiesced {
                         awake[kept] = id;
                         kept += 1;
@@ -681,12 +683,20 @@ impl Shard {
                 let Some(g) = groups.get_mut(id) else { continue };
                 g.raw.on_persisted(number);
                 outbox.add(id, msgs);
-                if !g.scheduled {
-                    g.scheduled = true;
-                    dirty.push(id);
-                }
+                schedule_if_ready(g, dirty);
             }
         }
+    }
+}
+
+/// Puts `g` on the iteration's list of groups to take a ready from, if it
+/// has one. Asked while `g` is in cache: a group visited with nothing to do
+/// (a leader whose own write became durable before its followers answered,
+/// a follower whose answer just went out) would be a second cold visit.
+fn schedule_if_ready(g: &mut Group, dirty: &mut Vec<u64>) {
+    if !g.scheduled && g.raw.has_ready() {
+        g.scheduled = true;
+        dirty.push(g.id);
     }
 }
 
