@@ -5,11 +5,15 @@
 //! (little endian) is `tag u8` followed by `u32`-length-prefixed blobs, an
 //! optional blob being a `u8` presence flag and then the blob.
 
-use std::collections::BTreeMap;
+mod map;
 
 use bytes::Bytes;
 use raftcore::LogIndex;
-use smallvec::SmallVec;
+
+use self::map::KvMap;
+
+/// Cache lines that one range of `KvStore::hot_memory` spans at most.
+pub const HOT_MEMORY_LINES_MAX: usize = map::SMALL_KEYS_MAX * 8 / 64 + 1;
 
 use crate::framing::{put_blob, put_opt_blob, FieldError, Reader, Truncated};
 
@@ -200,16 +204,10 @@ impl KvReply {
     }
 }
 
-/// A key in the map: keys up to 24 bytes sit in the map's own nodes, so
-/// finding one compares bytes already at hand instead of loading a separate
-/// allocation per key compared (with thousands of groups, each a cache miss).
-type Key = SmallVec<[u8; 24]>;
-const _: () = assert!(std::mem::size_of::<Key>() == std::mem::size_of::<Bytes>());
-
 /// The built-in KV state machine of one group: an ordered map.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    map: BTreeMap<Key, Bytes>,
+    map: KvMap,
     applied: LogIndex,
 }
 
@@ -226,9 +224,8 @@ impl KvStore {
 
     /// Up to `limit` pairs whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(Bytes, Bytes)> {
-        use std::ops::Bound;
         self.map
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .range_from(prefix)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()))
@@ -239,6 +236,12 @@ impl KvStore {
         self.map.len()
     }
 
+    /// The memory a write or read of this map touches first, as (address,
+    /// bytes) pairs; see `KvMap::hot_memory`.
+    pub fn hot_memory(&self) -> [(usize, usize); 3] {
+        self.map.hot_memory()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -246,7 +249,7 @@ impl KvStore {
     fn apply_command(&mut self, cmd: CommandRef<'_>) -> KvReply {
         match cmd {
             CommandRef::Put { key, value } => {
-                self.map.insert(Key::from_slice(key), Bytes::copy_from_slice(value));
+                self.map.insert(key, Bytes::copy_from_slice(value));
                 KvReply::Done
             }
             CommandRef::Delete { key } => {
@@ -260,7 +263,7 @@ impl KvStore {
                 }
                 match new {
                     Some(v) => {
-                        self.map.insert(Key::from_slice(key), Bytes::copy_from_slice(v));
+                        self.map.insert(key, Bytes::copy_from_slice(v));
                     }
                     None => {
                         self.map.remove(key);
@@ -299,7 +302,7 @@ impl StateMachine for KvStore {
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&self.applied.0.to_le_bytes());
         out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (k, v) in &self.map {
+        for (k, v) in self.map.iter() {
             put_blob(&mut out, k);
             put_blob(&mut out, v);
         }
@@ -313,13 +316,13 @@ impl StateMachine for KvStore {
         }
         let applied = LogIndex(r.u64()?);
         let count = r.u64()?;
-        let mut map = BTreeMap::new();
+        let mut map = KvMap::default();
         for _ in 0..count {
             let key = r.blob()?;
             let value = r.blob()?;
             check_key(key)?;
             check_value(value)?;
-            map.insert(Key::from_slice(key), Bytes::copy_from_slice(value));
+            map.insert(key, Bytes::copy_from_slice(value));
         }
         if r.remaining() != 0 {
             return Err(KvError::Trailing(r.remaining()));

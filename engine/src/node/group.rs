@@ -73,16 +73,20 @@ impl super::group_table::Prefetch for Group {
     /// group itself: the replica's heap parts, the newest stored entry, the
     /// oldest proposal waiting for its answer.
     fn prefetch_parts(&self) {
-        use super::group_table::prefetch_range;
+        use super::group_table::{prefetch_range, PARTS_LINES_MAX};
         use std::mem::size_of;
         for (address, bytes) in self.raw.hot_memory() {
-            prefetch_range(address, bytes);
+            prefetch_range(address, bytes, PARTS_LINES_MAX);
         }
         if let Some(last) = self.raw.raft.log.storage.stored_entries().last() {
-            prefetch_range(last as *const raftcore::Entry as usize, size_of::<raftcore::Entry>());
+            prefetch_range(last as *const raftcore::Entry as usize, size_of::<raftcore::Entry>(), PARTS_LINES_MAX);
         }
         if let Some(front) = self.proposals.front() {
-            prefetch_range(front as *const _ as usize, 64);
+            prefetch_range(front as *const _ as usize, 64, 1);
+        }
+        // All of a flat KV map's fingerprints: an apply scans them.
+        for (address, bytes) in self.sm.hot_memory() {
+            prefetch_range(address, bytes, crate::kv::HOT_MEMORY_LINES_MAX);
         }
     }
 }

@@ -216,17 +216,23 @@ fn prefetch_line<T>(at: *const T) {
     let _ = at;
 }
 
-/// Starts loading the first `PARTS_LINES_MAX` cache lines of the `bytes`
-/// bytes at `address` (none if empty).
+/// Starts loading the cache lines of the `bytes` bytes at `address`, at
+/// most `lines_max` of them from the first (none if empty).
 #[inline]
-pub fn prefetch_range(address: usize, bytes: usize) {
-    for offset in (0..bytes.min(PARTS_LINES_MAX * 64)).step_by(64) {
-        prefetch_line((address + offset) as *const u8);
+pub fn prefetch_range(address: usize, bytes: usize, lines_max: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let first = address & !63;
+    let lines = ((address + bytes - 1) & !63).saturating_sub(first) / 64 + 1;
+    for line in 0..lines.min(lines_max) {
+        prefetch_line((first + line * 64) as *const u8);
     }
 }
 
-/// Lines of one part that `prefetch_range` loads.
-const PARTS_LINES_MAX: usize = 4;
+/// Lines of one part of a value that its `prefetch_parts` loads, unless
+/// the part says otherwise.
+pub const PARTS_LINES_MAX: usize = 4;
 
 /// Starts loading every cache line of `value`.
 #[inline]
