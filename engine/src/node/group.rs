@@ -69,26 +69,48 @@ pub enum Leadership {
 }
 
 impl super::group_table::Prefetch for Group {
-    /// What handling a message or a ready of the group touches beyond the
-    /// group itself: the replica's heap parts, the newest stored entry, the
-    /// oldest proposal waiting for its answer.
-    fn prefetch_parts(&self) {
+    type Visit = Visit;
+
+    /// What `visit` touches beyond the group itself: the replica's heap
+    /// parts always; the newest stored entry when a message is stepped or a
+    /// ready taken; the oldest proposal waiting for its answer and the KV
+    /// map's first lines only when a ready is taken.
+    fn prefetch_parts(&self, visit: Visit) {
         use super::group_table::{prefetch_range, PARTS_LINES_MAX};
         use std::mem::size_of;
         for (address, bytes) in self.raw.hot_memory() {
             prefetch_range(address, bytes, PARTS_LINES_MAX);
         }
-        if let Some(last) = self.raw.raft.log.storage.stored_entries().last() {
-            prefetch_range(last as *const raftcore::Entry as usize, size_of::<raftcore::Entry>(), PARTS_LINES_MAX);
+        if matches!(visit, Visit::Step | Visit::Ready) {
+            // A follower checks an append against it; a ready's committed
+            // entries end near it.
+            if let Some(last) = self.raw.raft.log.storage.stored_entries().last() {
+                prefetch_range(last as *const raftcore::Entry as usize, size_of::<raftcore::Entry>(), PARTS_LINES_MAX);
+            }
         }
-        if let Some(front) = self.proposals.front() {
-            prefetch_range(front as *const _ as usize, 64, 1);
-        }
-        // All of a flat KV map's fingerprints: an apply scans them.
-        for (address, bytes) in self.sm.hot_memory() {
-            prefetch_range(address, bytes, crate::kv::HOT_MEMORY_LINES_MAX);
+        if visit == Visit::Ready {
+            // Only a ready applies and answers proposers.
+            if let Some(front) = self.proposals.front() {
+                prefetch_range(front as *const _ as usize, 64, 1);
+            }
+            for (address, bytes) in self.sm.hot_memory() {
+                prefetch_range(address, bytes, crate::kv::HOT_MEMORY_LINES_MAX);
+            }
         }
     }
+}
+
+/// What the shard's loop over many groups does with each (see `Prefetch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// Steps a peer's message.
+    Step,
+    /// Takes the group's ready: persists, sends, applies, answers.
+    Ready,
+    /// Tells the group a ready of it is durable.
+    Durable,
+    /// Ticks it.
+    Tick,
 }
 
 impl Group {

@@ -160,8 +160,12 @@ impl<V> GroupTable<V> {
 
 /// A value whose first use also touches memory it points to.
 pub trait Prefetch {
-    /// Starts loading that memory; called once the value itself is cached.
-    fn prefetch_parts(&self);
+    /// What a loop does with each value: which parts it touches depends on
+    /// it, and loading others would only take memory bandwidth from them.
+    type Visit: Copy;
+    /// Starts loading the memory `visit` touches; called once the value
+    /// itself is cached.
+    fn prefetch_parts(&self, visit: Self::Visit);
 }
 
 impl<V: Prefetch> GroupTable<V> {
@@ -173,7 +177,7 @@ impl<V: Prefetch> GroupTable<V> {
     /// every item in order, after `prefetch_start`, each item's memory
     /// arrives before it is used.
     #[inline]
-    pub fn prefetch_ahead(&self, ahead: impl Fn(usize) -> Option<u64>) {
+    pub fn prefetch_ahead(&self, visit: V::Visit, ahead: impl Fn(usize) -> Option<u64>) {
         if let Some(id) = ahead(SLOT_AHEAD) {
             self.prefetch_slot(id);
         }
@@ -181,16 +185,16 @@ impl<V: Prefetch> GroupTable<V> {
             self.prefetch_value(id);
         }
         if let Some(v) = ahead(PARTS_AHEAD).and_then(|id| self.get(id)) {
-            v.prefetch_parts();
+            v.prefetch_parts(visit);
         }
     }
 
     /// Before the first item of a sequence (`first(k)`: the id of item `k`):
     /// the stages of the items before it, as far as they go.
-    pub fn prefetch_start(&self, first: impl Fn(usize) -> Option<u64>) {
+    pub fn prefetch_start(&self, visit: V::Visit, first: impl Fn(usize) -> Option<u64>) {
         (0..SLOT_AHEAD).filter_map(&first).for_each(|id| self.prefetch_slot(id));
         (0..VALUE_AHEAD).filter_map(&first).for_each(|id| self.prefetch_value(id));
-        (0..PARTS_AHEAD).filter_map(&first).filter_map(|id| self.get(id)).for_each(V::prefetch_parts);
+        (0..PARTS_AHEAD).filter_map(&first).filter_map(|id| self.get(id)).for_each(|v| v.prefetch_parts(visit));
     }
 }
 

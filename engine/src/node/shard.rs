@@ -15,7 +15,7 @@ use std::sync::Arc;
 use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, Storage};
 
 use super::forward::{Forward, Forwarder};
-use super::group::{Group, Leadership, ReadOp, Responder};
+use super::group::{Group, Leadership, ReadOp, Responder, Visit};
 use super::group_table::GroupTable;
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
@@ -327,9 +327,9 @@ impl Shard {
             let mut submitted = None;
             {
                 let mut groups = self.groups.borrow_mut();
-                groups.prefetch_start(|i| dirty.get(i).copied());
+                groups.prefetch_start(Visit::Ready, |i| dirty.get(i).copied());
                 for (i, &id) in dirty.iter().enumerate() {
-                    groups.prefetch_ahead(|k| dirty.get(i + k).copied());
+                    groups.prefetch_ahead(Visit::Ready, |k| dirty.get(i + k).copied());
                     let Some(g) = groups.get_mut(id) else { continue };
                     g.scheduled = false;
                     if g.raw.has_ready() {
@@ -413,11 +413,11 @@ impl Shard {
         match event {
             Event::Peer { from, batch } => {
                 self.live_peers.borrow_mut().insert(from);
-                groups.prefetch_start(|k| batch.get(k).map(|e| e.group));
+                groups.prefetch_start(Visit::Step, |k| batch.get(k).map(|e| e.group));
                 let mut envs = batch.into_iter();
                 while let Some(env) = envs.next() {
                     // What follows `env`: `as_slice()[0]` is one place after it.
-                    groups.prefetch_ahead(|k| envs.as_slice().get(k - 1).map(|e| e.group));
+                    groups.prefetch_ahead(Visit::Step, |k| envs.as_slice().get(k - 1).map(|e| e.group));
                     if env.msg.from.0 != from {
                         continue; // A peer speaks only for itself.
                     }
@@ -483,10 +483,10 @@ impl Shard {
                 let mut awake = self.awake.borrow_mut();
                 // Kept in place: those that quiesce this tick leave the list.
                 let mut kept = 0;
-                groups.prefetch_start(|k| awake.get(k).copied());
+                groups.prefetch_start(Visit::Tick, |k| awake.get(k).copied());
                 for i in 0..awake.len() {
                     let id = awake[i];
-                    groups.prefetch_ahead(|k| awake.get(i + k).copied());
+                    groups.prefetch_ahead(Visit::Tick, |k| awake.get(i + k).copied());
                     let Some(g) = groups.get_mut(id) else { continue };
                     debug_assert!(!g.quiesced, "group {id} is in the awake list but quiesced");
                     g.tick(QUIESCE_AFTER_TICKS, |leader| live_peers.contains(&leader));
@@ -676,10 +676,10 @@ impl Shard {
             for respond in u.admin {
                 respond(Reply::Done);
             }
-            groups.prefetch_start(|k| u.readies.get(k).map(|r| r.0));
+            groups.prefetch_start(Visit::Durable, |k| u.readies.get(k).map(|r| r.0));
             let mut readies = u.readies.into_iter();
             while let Some((id, number, msgs)) = readies.next() {
-                groups.prefetch_ahead(|k| readies.as_slice().get(k - 1).map(|r| r.0));
+                groups.prefetch_ahead(Visit::Durable, |k| readies.as_slice().get(k - 1).map(|r| r.0));
                 let Some(g) = groups.get_mut(id) else { continue };
                 g.raw.on_persisted(number);
                 outbox.add(id, msgs);
