@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod framing;
+pub mod group_table;
 pub mod kv;
 pub mod node;
 pub mod signal;

@@ -58,8 +58,8 @@ fn print_groups(
     as_json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut groups: Vec<_> = index.groups.iter().collect();
-    groups.sort_unstable_by_key(|(g, _)| **g);
+    let mut groups: Vec<_> = index.logs().collect();
+    groups.sort_unstable_by_key(|(g, _)| *g);
     if !as_json {
         writeln!(
             out,

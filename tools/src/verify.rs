@@ -73,7 +73,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<Verdict> {
         counts.groups.len(),
         counts.record_bytes,
     )?;
-    writeln!(out, "{} group(s) live after recovery", index.groups.len())?;
+    writeln!(out, "{} group(s) live after recovery", index.len())?;
     for note in &findings.notes {
         writeln!(out, "note: {note}")?;
     }
@@ -107,8 +107,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> anyhow::Result<Verdict> {
 /// compaction mark with a snapshot, so such a gap means entries were lost.
 fn gaps(index: &Index) -> Vec<String> {
     let mut out: Vec<(u64, String)> = index
-        .groups
-        .iter()
+        .logs()
         .filter(|(_, log)| !log.spans.is_empty())
         .filter(|(_, log)| log.first_index() > LogIndex(log.compacted.0 + 1))
         .map(|(g, log)| {

@@ -327,7 +327,7 @@ fn scan_node_wal(node_dir: &Path) -> anyhow::Result<WalImage> {
             }
         }
         let mut live_segments = std::collections::BTreeSet::new();
-        for log in index.groups.values() {
+        for (_, log) in index.logs() {
             image.live_entries += log.entry_count();
             live_segments.extend(log.spans.iter().map(|s| s.segment));
         }

@@ -68,7 +68,7 @@ pub enum Leadership {
     Unchanged,
 }
 
-impl super::group_table::Prefetch for Group {
+impl crate::group_table::Prefetch for Group {
     type Visit = Visit;
 
     /// What `visit` touches beyond the group itself: the replica's heap
@@ -76,7 +76,7 @@ impl super::group_table::Prefetch for Group {
     /// ready taken; the oldest proposal waiting for its answer and the KV
     /// map's first lines only when a ready is taken.
     fn prefetch_parts(&self, visit: Visit) {
-        use super::group_table::{prefetch_range, PARTS_LINES_MAX};
+        use crate::group_table::{prefetch_range, PARTS_LINES_MAX};
         use std::mem::size_of;
         for (address, bytes) in self.raw.hot_memory() {
             prefetch_range(address, bytes, PARTS_LINES_MAX);

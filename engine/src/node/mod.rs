@@ -6,7 +6,6 @@
 pub mod config;
 pub mod forward;
 pub mod group;
-pub mod group_table;
 pub mod id_map;
 pub mod metrics;
 mod recover;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use raftcore::{Config, ConfState, EntryKind, MemStorage, NodeId, RawNode, Storage};
 
 use super::group::Group;
-use super::group_table::GroupTable;
+use crate::group_table::GroupTable;
 use super::id_map::IdMap;
 use super::shard::wal_error;
 use super::snapshot_file::SnapshotDir;

@@ -16,7 +16,7 @@ use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, S
 
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, Leadership, ReadOp, Responder, Visit};
-use super::group_table::GroupTable;
+use crate::group_table::GroupTable;
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;

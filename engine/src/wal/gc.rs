@@ -92,10 +92,9 @@ impl<I: WalIo> Wal<I> {
         let mut st = self.inner.st.borrow_mut();
         let mut out: Vec<Pinned> = st
             .index
-            .groups
-            .iter()
+            .logs()
             .filter(|(_, log)| log.oldest_segment().is_some_and(|s| s <= cut))
-            .map(|(&group, log)| {
+            .map(|(group, log)| {
                 assert_eq!(
                     log.first_gap(),
                     None,
@@ -247,7 +246,7 @@ impl<I: WalIo> Wal<I> {
         let st = self.inner.st.borrow();
         let first = st.first_segment;
         let mut groups: Option<SegmentSeq> = None;
-        for oldest in st.index.groups.values().filter_map(|g| g.oldest_segment()) {
+        for oldest in st.index.logs().filter_map(|(_, log)| log.oldest_segment()) {
             let lowest = groups.map_or(oldest, |g| g.min(oldest));
             groups = Some(lowest);
             if lowest <= first {

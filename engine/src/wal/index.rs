@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use super::batch::ArchivedBatch;
 use super::types::{GroupId, HardState, LogIndex, RecordLoc, SegmentSeq, Term};
+use crate::group_table::{prefetch_range, GroupTable, Prefetch};
 
 /// Entries `first .. first + count` of one group, all of term `term`, stored
 /// as slots `slot ..` of the record at (`segment`, `offset_bytes`).
@@ -258,10 +259,42 @@ pub type GroupMap<V> = HashMap<GroupId, V, BuildHasherDefault<GroupHasher>>;
 /// Every group's log on this core.
 #[derive(Default)]
 pub struct Index {
-    pub groups: GroupMap<GroupLog>,
+    groups: GroupTable<GroupLog>,
+}
+
+impl Prefetch for GroupLog {
+    type Visit = ();
+
+    /// The newest span: a record's entries extend it or follow it.
+    fn prefetch_parts(&self, (): ()) {
+        if let Some(back) = self.spans.back() {
+            prefetch_range(back as *const Span as usize, std::mem::size_of::<Span>(), 2);
+        }
+    }
 }
 
 impl Index {
+    pub fn log(&self, group: GroupId) -> Option<&GroupLog> {
+        self.groups.get(group.0)
+    }
+
+    /// Every group's log, in no particular order.
+    pub fn logs(&self) -> impl Iterator<Item = (GroupId, &GroupLog)> {
+        self.groups.iter().map(|(id, log)| (GroupId(id), log))
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn log_mut(&mut self, group: GroupId) -> &mut GroupLog {
+        self.groups.get_or_default(group.0)
+    }
+
     /// Applies a record in the order documented on `Batch`.
     pub fn apply(&mut self, batch: &ArchivedBatch, loc: RecordLoc, record_bytes: u64) {
         let mut at = SpanAt {
@@ -274,30 +307,34 @@ impl Index {
             return self.apply_rewrite(batch, &mut at);
         }
         for (group, from) in batch.truncations() {
-            if let Some(log) = self.groups.get_mut(&group) {
+            if let Some(log) = self.groups.get_mut(group.0) {
                 log.truncate(from);
             }
         }
         self.apply_entries(batch, &mut at);
-        for (group, state) in batch.hard_states() {
-            self.groups.entry(group).or_default().hard_state = Some((state, loc.segment));
+        // A record holds a run or a hard state for each of many groups,
+        // which are cold: their logs are loaded a few groups ahead.
+        let states: Vec<(GroupId, HardState)> = batch.hard_states().collect();
+        self.groups.prefetch_start((), |k| states.get(k).map(|s| s.0 .0));
+        for (i, &(group, state)) in states.iter().enumerate() {
+            self.groups.prefetch_ahead((), |k| states.get(i + k).map(|s| s.0 .0));
+            self.log_mut(group).hard_state = Some((state, loc.segment));
         }
         for (group, index) in batch.compactions() {
-            self.groups
-                .entry(group)
-                .or_default()
-                .compact(index, loc.segment);
+            self.log_mut(group).compact(index, loc.segment);
         }
         for group in batch.removals() {
-            self.groups.remove(&group);
+            self.groups.remove(group.0);
         }
     }
 
     fn apply_entries(&mut self, batch: &ArchivedBatch, at: &mut SpanAt) {
-        for (group, term, first, slots) in batch.runs() {
+        let runs: Vec<_> = batch.runs().collect();
+        self.groups.prefetch_start((), |k| runs.get(k).map(|r| r.0 .0));
+        for (i, (group, term, first, slots)) in runs.iter().enumerate() {
+            self.groups.prefetch_ahead((), |k| runs.get(i + k).map(|r| r.0 .0));
             at.slot = slots.start as u32;
-            let log = self.groups.entry(group).or_default();
-            log.append_run(first, term, slots.len() as u32, at);
+            self.log_mut(*group).append_run(*first, *term, slots.len() as u32, at);
         }
     }
 
@@ -310,16 +347,13 @@ impl Index {
     fn apply_rewrite(&mut self, batch: &ArchivedBatch, at: &mut SpanAt) {
         let runs: Vec<_> = batch.runs().collect();
         for of_group in runs.chunk_by(|a, b| a.0 == b.0) {
-            relocate(self.groups.entry(of_group[0].0).or_default(), of_group, at);
+            relocate(self.log_mut(of_group[0].0), of_group, at);
         }
         for (group, state) in batch.hard_states() {
-            self.groups.entry(group).or_default().hard_state = Some((state, at.segment));
+            self.log_mut(group).hard_state = Some((state, at.segment));
         }
         for (group, index) in batch.compactions() {
-            self.groups
-                .entry(group)
-                .or_default()
-                .compact(index, at.segment);
+            self.log_mut(group).compact(index, at.segment);
         }
     }
 
@@ -327,9 +361,8 @@ impl Index {
     /// compaction mark covers. A WAL that recovery rebuilt completely has
     /// none; one that it has means records holding live entries are gone.
     pub fn first_gap(&self) -> Option<LogGap> {
-        self.groups
-            .iter()
-            .filter_map(|(&group, log)| {
+        self.logs()
+            .filter_map(|(group, log)| {
                 let (missing_from, next) = log.first_gap()?;
                 Some(LogGap {
                     group,

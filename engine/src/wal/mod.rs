@@ -156,7 +156,7 @@ impl<I: WalIo> Wal<I> {
 
     pub fn group(&self, group: GroupId) -> Option<GroupInfo> {
         let st = self.inner.st.borrow();
-        let log = st.index.groups.get(&group)?;
+        let log = st.index.log(group)?;
         Some(GroupInfo {
             first_index: log.first_index(),
             last_index: log.last_index(),
@@ -172,9 +172,8 @@ impl<I: WalIo> Wal<I> {
             .st
             .borrow()
             .index
-            .groups
-            .keys()
-            .copied()
+            .logs()
+            .map(|(group, _)| group)
             .collect();
         out.sort_unstable();
         out

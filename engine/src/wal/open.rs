@@ -108,7 +108,7 @@ fn check_complete<I: WalIo>(io: &I, index: &Index) -> Result<(), ScanError> {
         return Ok(());
     };
     let (group, next) = (gap.group, gap.next);
-    let compacted = index.groups[&group].compacted;
+    let compacted = index.log(group).map_or(LogIndex(0), |log| log.compacted);
     let what = if next.first > gap.missing_from {
         format!(
             "group {group}: entry {} follows {} but entries {}..={} are neither held nor \

@@ -140,7 +140,7 @@ impl<I: WalIo> Wal<I> {
         hi: LogIndex,
     ) -> Result<Vec<Span>, WalError> {
         let st = self.inner.st.borrow();
-        let log = st.index.groups.get(&group);
+        let log = st.index.log(group);
         let (first, last) = log.map_or((LogIndex(1), LogIndex(0)), |l| {
             (l.first_index(), l.last_index())
         });

@@ -163,9 +163,8 @@ impl<I: WalIo> Wal<I> {
         let st = self.inner.st.borrow();
         let mut spans: Vec<(GroupId, Span)> = st
             .index
-            .groups
-            .iter()
-            .flat_map(|(&group, log)| log.spans.iter().map(move |&s| (group, s)))
+            .logs()
+            .flat_map(|(group, log)| log.spans.iter().map(move |&s| (group, s)))
             .collect();
         spans.sort_unstable_by_key(|(_, s)| (s.segment, s.offset_bytes, s.slot));
         spans

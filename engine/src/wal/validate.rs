@@ -27,9 +27,8 @@ pub(super) type Tails = GroupMap<Tail>;
 /// The tails of the groups of a recovered index.
 pub(super) fn tails_of(index: &Index) -> Tails {
     index
-        .groups
-        .iter()
-        .map(|(&group, log)| {
+        .logs()
+        .map(|(group, log)| {
             let tail = Tail {
                 last: log.last_index(),
                 compacted: log.compacted,

@@ -1,7 +1,8 @@
-//! The groups of one core, by id: an open-addressing table whose slot for an
-//! id is found by arithmetic alone, so that loops over many groups can load
-//! the slots of the groups ahead and then the groups themselves while they
-//! work on the current one (`prefetch_slot`, `prefetch_value`).
+//! Per-group state of one core, by group id (the node's groups, the WAL
+//! index's logs): an open-addressing table whose slot for an id is found by
+//! arithmetic alone, so that loops over many groups can load the slots of
+//! the groups ahead and then their values while they work on the current
+//! one (`prefetch_slot`, `prefetch_value`).
 //!
 //! With thousands of groups neither the table nor the groups stay in the
 //! cache between two visits; a lookup in a general hash map costs two
@@ -131,6 +132,26 @@ impl<V> GroupTable<V> {
                 self.insert(slot.id, value);
             }
         }
+    }
+
+    /// Every (id, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        self.slots.iter().filter_map(|s| s.value.as_deref().map(|v| (s.id, v)))
+    }
+
+    /// The value of `id`, inserted as `V::default()` if absent.
+    pub fn get_or_default(&mut self, id: u64) -> &mut V
+    where
+        V: Default,
+    {
+        let i = match self.find(id) {
+            Some(i) => i,
+            None => {
+                self.insert(id, Box::default());
+                self.find(id).expect("just inserted")
+            }
+        };
+        self.slots[i].value.as_deref_mut().expect("found slots hold a value")
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
