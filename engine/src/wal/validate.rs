@@ -12,6 +12,7 @@ use super::batch::{Batch, BatchDefect};
 use super::error::WalError;
 use super::index::{GroupMap, Index};
 use super::types::{GroupId, LogIndex};
+use crate::group_table::{GroupTable, Prefetch};
 
 /// Where a group's log stands once every submitted batch is applied.
 /// Invariant: `compacted <= last`.
@@ -21,21 +22,27 @@ pub(super) struct Tail {
     pub compacted: LogIndex,
 }
 
-/// The tails of every group a submitted batch left behind.
-pub(super) type Tails = GroupMap<Tail>;
+impl Prefetch for Tail {
+    type Visit = ();
+
+    fn prefetch_parts(&self, (): ()) {}
+}
+
+/// The tails of every group a submitted batch left behind: a batch reaches
+/// many cold groups, whose tails are loaded a few groups ahead.
+pub(super) type Tails = GroupTable<Tail>;
 
 /// The tails of the groups of a recovered index.
 pub(super) fn tails_of(index: &Index) -> Tails {
-    index
-        .logs()
-        .map(|(group, log)| {
-            let tail = Tail {
-                last: log.last_index(),
-                compacted: log.compacted,
-            };
-            (group, tail)
-        })
-        .collect()
+    let mut tails = Tails::default();
+    for (group, log) in index.logs() {
+        let tail = Tail {
+            last: log.last_index(),
+            compacted: log.compacted,
+        };
+        tails.insert(group.0, Box::new(tail));
+    }
+    tails
 }
 
 /// What a checked batch changes: the new tails (`None`: group removed), and
@@ -49,9 +56,9 @@ impl Checked {
     pub fn commit(self, tails: &mut Tails) {
         for (group, tail) in self.tails {
             match tail {
-                Some(t) => tails.insert(group, t),
-                None => tails.remove(&group),
-            };
+                Some(t) => *tails.get_or_default(group.0) = t,
+                None => drop(tails.remove(group.0)),
+            }
         }
     }
 }
@@ -73,7 +80,7 @@ pub(super) fn check_batch(tails: &Tails, batch: &Batch) -> Result<Checked, WalEr
         return Err(invalid(GroupId(group), defect.to_string()));
     }
     let mut out = Checked {
-        tails: GroupMap::default(),
+        tails: GroupMap::with_capacity_and_hasher(batch.groups_touched().count(), Default::default()),
         implied_compactions: Vec::new(),
     };
     if batch.is_rewrite() {
@@ -81,7 +88,7 @@ pub(super) fn check_batch(tails: &Tails, batch: &Batch) -> Result<Checked, WalEr
     }
     let current = |out: &Checked, group: GroupId| match out.tails.get(&group) {
         Some(t) => *t,
-        None => tails.get(&group).copied(),
+        None => tails.get(group.0).copied(),
     };
     for (group, from) in batch.truncations() {
         if let Some(mut t) = current(&out, group) {
@@ -91,7 +98,10 @@ pub(super) fn check_batch(tails: &Tails, batch: &Batch) -> Result<Checked, WalEr
     }
     // Within a run only the first entry can jump or go back: the rest
     // follow it.
-    for (group, index, count) in batch.runs() {
+    let runs: Vec<(GroupId, LogIndex, u32)> = batch.runs().collect();
+    tails.prefetch_start((), |k| runs.get(k).map(|r| r.0 .0));
+    for (i, &(group, index, count)) in runs.iter().enumerate() {
+        tails.prefetch_ahead((), |k| runs.get(i + k).map(|r| r.0 .0));
         let mut t = current(&out, group).unwrap_or_default();
         let implied = out
             .implied_compactions
