@@ -1,8 +1,9 @@
 //! Per-group state of one core, by group id (the node's groups, the WAL
-//! index's logs): an open-addressing table whose slot for an id is found by
-//! arithmetic alone, so that loops over many groups can load the slots of
-//! the groups ahead and then their values while they work on the current
-//! one (`prefetch_slot`, `prefetch_value`).
+//! index's logs and the tails its batches are checked against): an
+//! open-addressing table whose slot for an id is found by arithmetic
+//! alone, so that loops over many groups can load the slots of the groups
+//! ahead and then their values while they work on the current one
+//! (`prefetch_slot`, `prefetch_value`).
 //!
 //! With thousands of groups neither the table nor the groups stay in the
 //! cache between two visits; a lookup in a general hash map costs two

@@ -11,11 +11,10 @@ use bytes::Bytes;
 use raftcore::LogIndex;
 
 use self::map::KvMap;
+use crate::framing::{put_blob, put_opt_blob, FieldError, Reader, Truncated};
 
 /// Cache lines that one range of `KvStore::hot_memory` spans at most.
 pub const HOT_MEMORY_LINES_MAX: usize = map::SMALL_KEYS_MAX * 8 / 64 + 1;
-
-use crate::framing::{put_blob, put_opt_blob, FieldError, Reader, Truncated};
 
 /// Longest key accepted.
 pub const KEY_BYTES_MAX: usize = 64 << 10;
@@ -236,14 +235,14 @@ impl KvStore {
         self.map.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The memory a write or read of this map touches first, as (address,
     /// bytes) pairs; see `KvMap::hot_memory`.
     pub fn hot_memory(&self) -> [(usize, usize); 3] {
         self.map.hot_memory()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     fn apply_command(&mut self, cmd: CommandRef<'_>) -> KvReply {
