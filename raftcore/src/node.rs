@@ -248,12 +248,12 @@ impl<S: Storage> RawNode<S> {
 /// leader's appends, a follower's answers): the vector then moves whole
 /// instead of being copied into two new ones.
 fn split_by_persistence(msgs: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
-    if msgs.iter().all(|m| m.body.may_send_before_persist()) {
+    let early = msgs.iter().filter(|m| m.body.may_send_before_persist()).count();
+    if early == msgs.len() {
         (msgs, Vec::new())
-    } else if !msgs.iter().any(|m| m.body.may_send_before_persist()) {
+    } else if early == 0 {
         (Vec::new(), msgs)
     } else {
         msgs.into_iter().partition(|m| m.body.may_send_before_persist())
     }
 }
-
