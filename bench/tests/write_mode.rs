@@ -39,6 +39,11 @@ fn default_mode_writes_through_an_embedded_cluster() {
     for k in ["errors", "heartbeat_frames", "frames_dropped", "leader_stepdowns", "snapshots", "snapshot_save_failures", "log_entries_in_memory", "mib_per_s", "cpu_user_s", "cpu_sys_s", "rss_max_bytes", "elapsed_s"] {
         assert!(r.get(k).is_some(), "field {k} missing: {r}");
     }
+    // The CPU is the measured window's: no more than every CPU of the
+    // machine for elapsed_s (setup and warm-up are not in it).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu_s = r["cpu_user_s"].as_f64().unwrap() + r["cpu_sys_s"].as_f64().unwrap();
+    assert!(cpu_s <= cpus * r["elapsed_s"].as_f64().unwrap() * 1.05 + 0.05, "{cpu_s} CPU seconds on {cpus} CPUs: {r}");
     // --data-dir keeps the WAL of every node and core.
     assert!(data.path().join("node-1").join("core-0").join("wal").is_dir());
 }

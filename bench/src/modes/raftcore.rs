@@ -71,6 +71,8 @@ pub fn run(args: &RaftcoreArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     out.set("writes_per_s", entries_per_s);
     out.set("mib_per_s", entries_per_s * args.payload as f64 / (1024.0 * 1024.0));
     out.set("cpu_cores_used", (cpu.cpu_user_s + cpu.cpu_sys_s) / elapsed_s);
+    out.set("cpu_user_s", cpu.cpu_user_s);
+    out.set("cpu_sys_s", cpu.cpu_sys_s);
     out.set("messages", s.messages);
     out.set("readies", s.readies);
     out.set("elapsed_s", elapsed_s);

@@ -244,6 +244,9 @@ fn report(
     let entries_per_s = entries as f64 / window_s;
     let cpu_s = cpu.cpu_user_s + cpu.cpu_sys_s;
 
+    // The window's CPU, not the whole run's (which has the raw-disk phase).
+    out.set("cpu_user_s", cpu.cpu_user_s);
+    out.set("cpu_sys_s", cpu.cpu_sys_s);
     out.set("ops", entries);
     out.set("errors", 0);
     out.set("entries", entries);

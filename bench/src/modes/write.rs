@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::{parse_target, Embedded, EmbeddedShape};
 use crate::load::{Load, LoadReport, LoadShape};
 use crate::outcome::{Outcome, RunContext};
+use crate::process_stats::ProcessStats;
 use crate::progress::Plan;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -99,11 +100,17 @@ pub fn run(args: &WriteArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     }
     let before = embedded.as_ref().map(|e| e.metrics());
     ctx.progress.phase("writing", "ops", Plan::For(args.duration));
+    let cpu_before = ProcessStats::now();
     load.begin_measuring();
     std::thread::sleep(args.duration);
     let after = embedded.as_ref().map(|e| e.metrics());
+    // The CPU of the measured window alone: the driver's reading would also
+    // count starting the cluster and electing every group's leader.
+    let cpu = ProcessStats::now().since(&cpu_before);
     let report = load.finish();
     fill(&mut out, &report, args.payload);
+    out.set("cpu_user_s", cpu.cpu_user_s);
+    out.set("cpu_sys_s", cpu.cpu_sys_s);
     if let (Some(b), Some(a)) = (before, after) {
         let fsyncs = a.wal_syncs - b.wal_syncs;
         let entries = a.wal_entries - b.wal_entries;
