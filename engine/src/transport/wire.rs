@@ -215,28 +215,29 @@ pub fn decode_batch(buf: &[u8]) -> Result<Decoded<Vec<Envelope>>, WireError> {
         Decoded::Frame(body, used) => (body, used),
     };
     // rkyv reads archives in place from 16-byte-aligned memory; the frame
-    // sits anywhere in the receive buffer, so it moves once, into memory the
-    // decoded payloads then share.
+    // sits anywhere in the receive buffer, so it moves once.
     let mut aligned = AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
-    let owner = Bytes::from_owner(aligned);
-    let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&owner).map_err(|e| WireError::Structure(e.to_string()))?;
-    let envelopes = to_envelopes(archived, &owner)?;
+    let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&aligned).map_err(|e| WireError::Structure(e.to_string()))?;
+    let envelopes = to_envelopes(archived)?;
     Ok(Decoded::Frame(envelopes, used))
 }
 
-fn to_envelopes(b: &ArchivedWireBatch, owner: &Bytes) -> Result<Vec<Envelope>, WireError> {
+fn to_envelopes(b: &ArchivedWireBatch) -> Result<Vec<Envelope>, WireError> {
     if b.messages.len() > FRAME_MESSAGES_MAX {
         return Err(WireError::TooManyMessages(b.messages.len()));
     }
-    let data_base = b.data.as_ptr() as usize - owner.as_ptr() as usize;
-    let data_len = b.data.len();
+    // The payloads move once more, into memory of their own: a follower's
+    // log keeps its entries' payloads until it compacts, and they would pin
+    // the whole frame (message headers, entry records, other groups'
+    // answers), about three times their size.
+    let payloads = Bytes::copy_from_slice(&b.data);
     let data = |message: usize, offset: u32, len: u32| -> Result<Bytes, WireError> {
         let (offset, len) = (offset as usize, len as usize);
-        if offset + len > data_len {
+        if offset + len > payloads.len() {
             return Err(WireError::Range { message, what: "payload" });
         }
-        Ok(owner.slice(data_base + offset..data_base + offset + len))
+        Ok(payloads.slice(offset..offset + len))
     };
     let mut out = Vec::with_capacity(b.messages.len());
     for (i, m) in b.messages.iter().enumerate() {
