@@ -78,6 +78,9 @@ pub struct Shard {
     pub snapshot_writer: Rc<SnapshotWriter>,
     /// The token of the last save queued.
     snapshot_tokens: Cell<u64>,
+    /// Entries were appended since the last check of the memory budget, or
+    /// that check left the core over its target.
+    budget_check_due: Cell<bool>,
     events: RefCell<VecDeque<Event>>,
     /// The groups that are not quiesced, which each tick visits: the
     /// quiesced ones are never touched until something wakes them. Every
@@ -197,6 +200,7 @@ impl Shard {
             snapshot_writer: Rc::new(SnapshotWriter::new(snapshots.clone())),
             snapshots,
             snapshot_tokens: Cell::new(0),
+            budget_check_due: Cell::new(false),
             events: RefCell::new(VecDeque::new()),
             awake: RefCell::new(Vec::new()),
             wake: Signal::default(),
@@ -500,7 +504,9 @@ impl Shard {
                 self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
-                if self.ticks.get() % BUDGET_CHECK_EVERY_TICKS == 0 {
+                // Logs grow only by appends: a core that appended nothing
+                // since a check that left it within its budget still is.
+                if self.budget_check_due.replace(false) {
                     self.keep_logs_within_budget(&mut groups);
                 }
                 let stats = self.wal.stats();
@@ -570,6 +576,9 @@ impl Shard {
             self.split_if_full(batch, submitted)?;
         }
         let storage = &mut g.raw.raft.log.storage;
+        if !entries.is_empty() {
+            self.budget_check_due.set(true);
+        }
         storage.append_owned(entries);
         if let Some(hs) = hard_state {
             batch.set_hard_state(gid, wal::HardState { term: wal::Term(hs.term.0), vote: hs.vote.0, commit: wal::LogIndex(hs.commit.0) });
@@ -597,28 +606,35 @@ impl Shard {
     }
 
     /// Over `log_entries_in_memory_max`, compacts the groups with the
-    /// longest logs (at most `BUDGET_COMPACTIONS_MAX`) until the core is
-    /// back under nine tenths of it.
+    /// longest logs until the core is back under nine tenths of it: as many
+    /// as that takes, up to `BUDGET_COMPACTIONS_MAX` a check and as many
+    /// as the snapshot writer can queue.
     fn keep_logs_within_budget(&self, groups: &mut GroupTable<Group>) {
         let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
         // One pass over the groups: each log's length, and their sum.
         let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
         let total: u64 = longest.iter().map(|&(n, _)| n).sum();
-        self.metrics.log_entries_in_memory.store(total, Ordering::Relaxed);
         let max = self.cfg.log_entries_in_memory_max;
         if total <= max {
+            self.metrics.log_entries_in_memory.store(total, Ordering::Relaxed);
             return;
         }
         longest.sort_unstable_by(|a, b| b.cmp(a));
-        let mut excess = total - max / 10 * 9;
+        let target = max / 10 * 9;
+        let mut now = total;
         for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
+            if now <= target || self.snapshot_writer.is_full() {
+                break;
+            }
             let Some(g) = groups.get_mut(id) else { continue };
             let before = held(g);
             self.compact_to_applied(g);
-            excess = excess.saturating_sub(before - held(g));
-            if excess == 0 {
-                break;
-            }
+            now -= before - held(g);
+        }
+        self.metrics.log_entries_in_memory.store(now, Ordering::Relaxed);
+        if now > target {
+            // The next tick goes on, appends or not.
+            self.budget_check_due.set(true);
         }
     }
 
@@ -700,10 +716,8 @@ fn schedule_if_ready(g: &mut Group, dirty: &mut Vec<u64>) {
     }
 }
 
-/// Ticks between two checks of the log memory budget.
-const BUDGET_CHECK_EVERY_TICKS: u64 = 10;
-/// Groups one budget check compacts at most: each serializes its state
-/// machine on the core.
+/// Groups one budget check (one a tick while the core appends) compacts at
+/// most: each serializes its state machine on the core.
 const BUDGET_COMPACTIONS_MAX: usize = 64;
 
 /// Turns a client operation into a proposal or a read of `g`. A command
