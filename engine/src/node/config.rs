@@ -53,11 +53,11 @@ pub struct NodeConfig {
     pub compact_every_entries: u64,
     /// Raft log entries a core keeps in memory, all its groups together: a
     /// safety valve against running out of memory when many groups write
-    /// too slowly to reach `compact_every_entries`. Beyond it, at each
-    /// tick in which the core appended, the core compacts the groups with
-    /// the longest logs (a snapshot each, at most 64 a tick, and no more
-    /// than the snapshot writer can queue) until it is back under nine
-    /// tenths of it. The snapshot files are saved off the core's loop, but
+    /// too slowly to reach `compact_every_entries`. A core checks it at
+    /// every tick against a running count; beyond it, the core compacts the
+    /// groups with the longest logs (a snapshot each, at most 64 a tick,
+    /// and no more than the snapshot writer can queue) until it is back
+    /// under nine tenths of it. The snapshot files are saved off the core's loop, but
     /// each snapshot serializes its group's state machine on the core.
     #[serde(default = "default_log_entries_in_memory_max")]
     pub log_entries_in_memory_max: u64,

@@ -78,9 +78,12 @@ pub struct Shard {
     pub snapshot_writer: Rc<SnapshotWriter>,
     /// The token of the last save queued.
     snapshot_tokens: Cell<u64>,
-    /// Entries were appended since the last check of the memory budget, or
-    /// that check left the core over its target.
-    budget_check_due: Cell<bool>,
+    /// Log entries this core's groups hold, or more: exact after each walk
+    /// over the groups (`keep_logs_within_budget`), then raised by every
+    /// append and lowered by every compaction (a truncation or a deleted
+    /// group lowers only the true count), so that the budget is checked
+    /// without a walk while the core is under it.
+    entries_held_at_most: Cell<u64>,
     events: RefCell<VecDeque<Event>>,
     /// The groups that are not quiesced, which each tick visits: the
     /// quiesced ones are never touched until something wakes them. Every
@@ -190,6 +193,7 @@ impl Shard {
         let mine = ids.into_iter().filter(|&g| cfg.core_of(g) == core);
         let groups = recover_groups(&wal, kept, &snapshots, mine, &voters, raft_cfg.clone()).await?;
         let record_split_bytes = record_split_bytes(&cfg);
+        let entries_held: u64 = groups.values().map(|g| g.raw.raft.log.storage.stored_entries().len() as u64).sum();
         Ok(Shard {
             node: cfg.node_id,
             core,
@@ -200,7 +204,7 @@ impl Shard {
             snapshot_writer: Rc::new(SnapshotWriter::new(snapshots.clone())),
             snapshots,
             snapshot_tokens: Cell::new(0),
-            budget_check_due: Cell::new(false),
+            entries_held_at_most: Cell::new(entries_held),
             events: RefCell::new(VecDeque::new()),
             awake: RefCell::new(Vec::new()),
             wake: Signal::default(),
@@ -504,11 +508,10 @@ impl Shard {
                 self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
-                // Logs grow only by appends: a core that appended nothing
-                // since a check that left it within its budget still is.
-                if self.budget_check_due.replace(false) {
+                if self.entries_held_at_most.get() > self.cfg.log_entries_in_memory_max {
                     self.keep_logs_within_budget(&mut groups);
                 }
+                self.metrics.log_entries_in_memory.store(self.entries_held_at_most.get(), Ordering::Relaxed);
                 let stats = self.wal.stats();
                 let m = &self.metrics;
                 m.wal_syncs.store(stats.syncs, Ordering::Relaxed);
@@ -576,9 +579,7 @@ impl Shard {
             self.split_if_full(batch, submitted)?;
         }
         let storage = &mut g.raw.raft.log.storage;
-        if !entries.is_empty() {
-            self.budget_check_due.set(true);
-        }
+        self.entries_held_at_most.set(self.entries_held_at_most.get() + entries.len() as u64);
         storage.append_owned(entries);
         if let Some(hs) = hard_state {
             batch.set_hard_state(gid, wal::HardState { term: wal::Term(hs.term.0), vote: hs.vote.0, commit: wal::LogIndex(hs.commit.0) });
@@ -605,10 +606,11 @@ impl Shard {
         }
     }
 
-    /// Over `log_entries_in_memory_max`, compacts the groups with the
-    /// longest logs until the core is back under nine tenths of it: as many
-    /// as that takes, up to `BUDGET_COMPACTIONS_MAX` a check and as many
-    /// as the snapshot writer can queue.
+    /// Walks the groups to count their log entries; over
+    /// `log_entries_in_memory_max`, compacts those with the longest logs
+    /// until the core is back under nine tenths of it: as many as that
+    /// takes, up to `BUDGET_COMPACTIONS_MAX` a walk and as many as the
+    /// snapshot writer can queue. The count is exact afterwards.
     fn keep_logs_within_budget(&self, groups: &mut GroupTable<Group>) {
         let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
         // One pass over the groups: each log's length, and their sum.
@@ -616,7 +618,7 @@ impl Shard {
         let total: u64 = longest.iter().map(|&(n, _)| n).sum();
         let max = self.cfg.log_entries_in_memory_max;
         if total <= max {
-            self.metrics.log_entries_in_memory.store(total, Ordering::Relaxed);
+            self.entries_held_at_most.set(total);
             return;
         }
         longest.sort_unstable_by(|a, b| b.cmp(a));
@@ -631,11 +633,7 @@ impl Shard {
             self.compact_to_applied(g);
             now -= before - held(g);
         }
-        self.metrics.log_entries_in_memory.store(now, Ordering::Relaxed);
-        if now > target {
-            // The next tick goes on, appends or not.
-            self.budget_check_due.set(true);
-        }
+        self.entries_held_at_most.set(now);
     }
 
     /// Snapshots the state machine at its applied index and drops the log
@@ -651,7 +649,10 @@ impl Shard {
         let conf_state = g.raw.raft.tracker.conf_state();
         let data = g.sm.snapshot();
         let storage = &mut g.raw.raft.log.storage;
+        let held_before = storage.stored_entries().len();
         storage.create_snapshot(applied, conf_state, data);
+        let shed = (held_before - storage.stored_entries().len()) as u64;
+        self.entries_held_at_most.set(self.entries_held_at_most.get().saturating_sub(shed));
         let snapshot = storage.snapshot(raftcore::LogIndex::ZERO).expect("just created");
         let token = self.snapshot_tokens.get() + 1;
         self.snapshot_tokens.set(token);
@@ -716,8 +717,8 @@ fn schedule_if_ready(g: &mut Group, dirty: &mut Vec<u64>) {
     }
 }
 
-/// Groups one budget check (one a tick while the core appends) compacts at
-/// most: each serializes its state machine on the core.
+/// Groups one walk over the budget (at most one a tick) compacts at most:
+/// each serializes its state machine on the core.
 const BUDGET_COMPACTIONS_MAX: usize = 64;
 
 /// Turns a client operation into a proposal or a read of `g`. A command
