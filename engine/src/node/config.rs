@@ -57,8 +57,9 @@ pub struct NodeConfig {
     /// every tick against a running count; beyond it, the core compacts the
     /// groups with the longest logs (a snapshot each, at most 64 a tick,
     /// and no more than the snapshot writer can queue) until it is back
-    /// under nine tenths of it. The snapshot files are saved off the core's loop, but
-    /// each snapshot serializes its group's state machine on the core.
+    /// under nine tenths of it. The snapshot files are saved off the core's
+    /// loop, but each snapshot serializes its group's state machine on the
+    /// core.
     #[serde(default = "default_log_entries_in_memory_max")]
     pub log_entries_in_memory_max: u64,
     /// Size of each WAL segment file (preallocated, 4 KiB multiple). A

@@ -225,6 +225,11 @@ impl Group {
         }
     }
 
+    /// Log entries this replica holds in memory.
+    pub fn entries_held(&self) -> u64 {
+        self.raw.raft.log.storage.stored_entries().len() as u64
+    }
+
     /// Applies committed entries in order and answers their proposers.
     pub fn apply(&mut self, entries: Vec<raftcore::Entry>) {
         for e in entries {

@@ -193,7 +193,7 @@ impl Shard {
         let mine = ids.into_iter().filter(|&g| cfg.core_of(g) == core);
         let groups = recover_groups(&wal, kept, &snapshots, mine, &voters, raft_cfg.clone()).await?;
         let record_split_bytes = record_split_bytes(&cfg);
-        let entries_held: u64 = groups.values().map(|g| g.raw.raft.log.storage.stored_entries().len() as u64).sum();
+        let entries_held: u64 = groups.values().map(|g| g.entries_held()).sum();
         Ok(Shard {
             node: cfg.node_id,
             core,
@@ -612,28 +612,24 @@ impl Shard {
     /// takes, up to `BUDGET_COMPACTIONS_MAX` a walk and as many as the
     /// snapshot writer can queue. The count is exact afterwards.
     fn keep_logs_within_budget(&self, groups: &mut GroupTable<Group>) {
-        let held = |g: &Group| g.raw.raft.log.storage.stored_entries().len() as u64;
         // One pass over the groups: each log's length, and their sum.
-        let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (held(g), g.id)).filter(|&(n, _)| n > 0).collect();
+        let mut longest: Vec<(u64, u64)> = groups.values().map(|g| (g.entries_held(), g.id)).filter(|&(n, _)| n > 0).collect();
         let total: u64 = longest.iter().map(|&(n, _)| n).sum();
+        self.entries_held_at_most.set(total);
         let max = self.cfg.log_entries_in_memory_max;
         if total <= max {
-            self.entries_held_at_most.set(total);
             return;
         }
         longest.sort_unstable_by(|a, b| b.cmp(a));
-        let target = max / 10 * 9;
-        let mut now = total;
+        // Each compaction lowers the count by what it shed.
         for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
-            if now <= target || self.snapshot_writer.is_full() {
+            if self.entries_held_at_most.get() <= max / 10 * 9 || self.snapshot_writer.is_full() {
                 break;
             }
-            let Some(g) = groups.get_mut(id) else { continue };
-            let before = held(g);
-            self.compact_to_applied(g);
-            now -= before - held(g);
+            if let Some(g) = groups.get_mut(id) {
+                self.compact_to_applied(g);
+            }
         }
-        self.entries_held_at_most.set(now);
     }
 
     /// Snapshots the state machine at its applied index and drops the log
@@ -648,12 +644,11 @@ impl Shard {
         }
         let conf_state = g.raw.raft.tracker.conf_state();
         let data = g.sm.snapshot();
-        let storage = &mut g.raw.raft.log.storage;
-        let held_before = storage.stored_entries().len();
-        storage.create_snapshot(applied, conf_state, data);
-        let shed = (held_before - storage.stored_entries().len()) as u64;
+        let held_before = g.entries_held();
+        g.raw.raft.log.storage.create_snapshot(applied, conf_state, data);
+        let shed = held_before - g.entries_held();
         self.entries_held_at_most.set(self.entries_held_at_most.get().saturating_sub(shed));
-        let snapshot = storage.snapshot(raftcore::LogIndex::ZERO).expect("just created");
+        let snapshot = g.raw.raft.log.storage.snapshot(raftcore::LogIndex::ZERO).expect("just created");
         let token = self.snapshot_tokens.get() + 1;
         self.snapshot_tokens.set(token);
         if self.snapshot_writer.queue(SaveJob { group: g.id, token, snapshot }) {
