@@ -91,6 +91,13 @@ impl<V> GroupTable<V> {
         if let Some(i) = self.find(id) {
             return self.slots[i].value.replace(value);
         }
+        self.insert_absent(id, value);
+        None
+    }
+
+    /// Puts `value` under `id`, which the table does not hold; returns the
+    /// slot it took.
+    fn insert_absent(&mut self, id: u64, value: Box<V>) -> usize {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
@@ -100,7 +107,7 @@ impl<V> GroupTable<V> {
         }
         self.slots[i] = Slot { id, value: Some(value) };
         self.len += 1;
-        None
+        i
     }
 
     /// Removes `id`; the slots after it in its probe run shift back, so that
@@ -130,7 +137,7 @@ impl<V> GroupTable<V> {
         let old = std::mem::replace(self, GroupTable::with_slots(self.slots.len() * 2));
         for slot in old.slots.into_vec() {
             if let Some(value) = slot.value {
-                self.insert(slot.id, value);
+                self.insert_absent(slot.id, value);
             }
         }
     }
@@ -147,10 +154,7 @@ impl<V> GroupTable<V> {
     {
         let i = match self.find(id) {
             Some(i) => i,
-            None => {
-                self.insert(id, Box::default());
-                self.find(id).expect("just inserted")
-            }
+            None => self.insert_absent(id, Box::default()),
         };
         self.slots[i].value.as_deref_mut().expect("found slots hold a value")
     }

@@ -621,9 +621,10 @@ impl Shard {
             return;
         }
         longest.sort_unstable_by(|a, b| b.cmp(a));
+        let target = max / 10 * 9;
         // Each compaction lowers the count by what it shed.
         for (_, id) in longest.into_iter().take(BUDGET_COMPACTIONS_MAX) {
-            if self.entries_held_at_most.get() <= max / 10 * 9 || self.snapshot_writer.is_full() {
+            if self.entries_held_at_most.get() <= target || self.snapshot_writer.is_full() {
                 break;
             }
             if let Some(g) = groups.get_mut(id) {
