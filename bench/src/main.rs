@@ -139,7 +139,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    engine::disable_transparent_huge_pages();
+    engine::configure_heap();
     let cli = Cli::parse();
     match drive(&cli) {
         Ok(()) => ExitCode::SUCCESS,

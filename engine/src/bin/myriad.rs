@@ -87,7 +87,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    engine::disable_transparent_huge_pages();
+    engine::configure_heap();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => serve::run(&args),
