@@ -23,7 +23,7 @@ pub mod types;
 
 pub use confchange::{ChangeOp, ConfChange, ConfChangeError, Transition};
 pub use config::{Config, ConfigError};
-pub use message::{Message, MessageBody, RejectHint, Traffic};
+pub use message::{Malformed, Message, MessageBody, RejectHint, Traffic};
 pub use node::{RawNode, Ready};
 pub use raft::{ProposeError, ReadError, TransferError};
 pub use storage::{MemStorage, Storage, StorageError};

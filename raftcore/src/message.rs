@@ -86,6 +86,52 @@ pub enum MessageBody {
     },
 }
 
+/// What makes a message impossible from a correct peer, whatever the
+/// receiver's state (`Message::malformed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("append entry {position} has index {found}, expected {expected} (entries follow prev_index one by one)")]
+    EntryIndex { position: usize, found: LogIndex, expected: LogIndex },
+    #[error("append entry {position} has term {found}, outside {low}..={high} (terms rise from prev_term to the sender's term)")]
+    EntryTerm { position: usize, found: Term, low: Term, high: Term },
+    #[error("append prev_term {prev_term} is above the sender's term {sender}")]
+    PrevTerm { prev_term: Term, sender: Term },
+    #[error("snapshot of term {snapshot} from a sender in term {sender}")]
+    SnapshotTerm { snapshot: Term, sender: Term },
+}
+
+impl Message {
+    /// Why this message cannot have come from a correct peer, if it cannot:
+    /// an append's entries must follow `prev_index` one by one with terms
+    /// rising from `prev_term` to the sender's term, and a snapshot cannot be
+    /// newer than its sender's term. `RawNode::step` drops such messages
+    /// (storing a gap or a future term would corrupt the log); the engine's
+    /// transport rejects the frame that carries one.
+    pub fn malformed(&self) -> Option<Malformed> {
+        match &self.body {
+            MessageBody::Append { prev_index, prev_term, entries, .. } => {
+                if *prev_term > self.term {
+                    return Some(Malformed::PrevTerm { prev_term: *prev_term, sender: self.term });
+                }
+                let mut low = *prev_term;
+                for (position, e) in entries.iter().enumerate() {
+                    let expected = prev_index.get().checked_add(position as u64 + 1).map(LogIndex);
+                    if expected != Some(e.index) {
+                        return Some(Malformed::EntryIndex { position, found: e.index, expected: expected.unwrap_or(LogIndex(u64::MAX)) });
+                    }
+                    if e.term < low || e.term > self.term {
+                        return Some(Malformed::EntryTerm { position, found: e.term, low, high: self.term });
+                    }
+                    low = e.term;
+                }
+                None
+            }
+            MessageBody::SnapshotChunk { meta, .. } if meta.term > self.term => Some(Malformed::SnapshotTerm { snapshot: meta.term, sender: self.term }),
+            _ => None,
+        }
+    }
+}
+
 /// The round of a heartbeat whose follower is not to answer (rounds count
 /// from 1).
 pub const NO_ANSWER_ROUND: u64 = 0;
@@ -238,5 +284,40 @@ mod tests {
         assert_eq!(append(Vec::new()).traffic(), Traffic::EmptyAppend);
         let entry = Entry { term: Term(1), index: LogIndex(2), kind: crate::types::EntryKind::Normal, data: Bytes::from_static(b"x") };
         assert_eq!(append(vec![entry]).traffic(), Traffic::Entries);
+    }
+
+    #[test]
+    fn appends_must_follow_prev_index_with_rising_terms() {
+        let entry = |index: u64, term: u64| Entry { term: Term(term), index: LogIndex(index), kind: crate::types::EntryKind::Normal, data: Bytes::new() };
+        let append = |prev_index: u64, prev_term: u64, entries: Vec<Entry>| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(5),
+            body: MessageBody::Append { prev_index: LogIndex(prev_index), prev_term: Term(prev_term), entries, commit: LogIndex(0) },
+        };
+        assert_eq!(append(3, 2, vec![entry(4, 2), entry(5, 4), entry(6, 5)]).malformed(), None);
+        assert_eq!(append(3, 2, Vec::new()).malformed(), None);
+        assert_eq!(
+            append(3, 2, vec![entry(4, 2), entry(9, 2)]).malformed(),
+            Some(Malformed::EntryIndex { position: 1, found: LogIndex(9), expected: LogIndex(5) })
+        );
+        assert_eq!(append(3, 2, vec![entry(3, 2)]).malformed(), Some(Malformed::EntryIndex { position: 0, found: LogIndex(3), expected: LogIndex(4) }));
+        assert_eq!(append(u64::MAX, 2, vec![entry(0, 2)]).malformed(), Some(Malformed::EntryIndex { position: 0, found: LogIndex(0), expected: LogIndex(u64::MAX) }));
+        assert_eq!(append(3, 2, vec![entry(4, 6)]).malformed(), Some(Malformed::EntryTerm { position: 0, found: Term(6), low: Term(2), high: Term(5) }));
+        assert_eq!(append(3, 2, vec![entry(4, 1)]).malformed(), Some(Malformed::EntryTerm { position: 0, found: Term(1), low: Term(2), high: Term(5) }));
+        assert_eq!(
+            append(3, 2, vec![entry(4, 4), entry(5, 3)]).malformed(),
+            Some(Malformed::EntryTerm { position: 1, found: Term(3), low: Term(4), high: Term(5) })
+        );
+        assert_eq!(append(3, 6, Vec::new()).malformed(), Some(Malformed::PrevTerm { prev_term: Term(6), sender: Term(5) }));
+
+        let chunk = |term: u64| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(5),
+            body: MessageBody::SnapshotChunk { meta: Box::new(SnapshotMeta { index: LogIndex(9), term: Term(term), conf_state: Default::default() }), offset: 0, data: Bytes::new(), last: true },
+        };
+        assert_eq!(chunk(5).malformed(), None);
+        assert_eq!(chunk(6).malformed(), Some(Malformed::SnapshotTerm { snapshot: Term(6), sender: Term(5) }));
     }
 }

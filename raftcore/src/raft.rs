@@ -401,7 +401,7 @@ impl<S: Storage> Raft<S> {
     /// Handles one message from a peer. Messages not addressed to this
     /// replica, or from itself, are dropped.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || m.from.is_none() {
+        if m.to != self.id || m.from == self.id || m.from.is_none() || m.malformed().is_some() {
             return;
         }
         if m.term > self.term {
@@ -566,6 +566,9 @@ impl<S: Storage> Raft<S> {
 
     fn handle_append_accepted(&mut self, from: NodeId, index: LogIndex) {
         let last_index = self.log.last_index();
+        if index > last_index {
+            return; // acknowledges entries this leader never had: not from a correct peer
+        }
         let Some(pr) = self.tracker.get_mut(from) else { return };
         let was_paused = pr.is_paused(self.cfg.max_inflight_msgs);
         // A probe acknowledged at the match index (e.g. the first append after
@@ -802,8 +805,12 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_snapshot_response(&mut self, from: NodeId, index: LogIndex, next_offset: u64, done: bool, reject: bool) {
+        let last_index = self.log.last_index();
         let Some(pr) = self.tracker.get_mut(from) else { return };
         if done {
+            if index > last_index {
+                return; // installed beyond this leader's log: not from a correct peer
+            }
             pr.maybe_update(index);
             if pr.state == ProgressState::Snapshot {
                 pr.become_probe();

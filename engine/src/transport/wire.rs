@@ -53,6 +53,8 @@ pub enum WireError {
     Range { message: usize, what: &'static str },
     #[error("{0} messages in one frame exceed {FRAME_MESSAGES_MAX}")]
     TooManyMessages(usize),
+    #[error("message {message} (group {group}) is malformed: {why}")]
+    Malformed { message: usize, group: u64, why: raftcore::Malformed },
 }
 
 pub fn encode_handshake(h: &Handshake, out: &mut Vec<u8>) {
@@ -294,7 +296,11 @@ fn to_envelopes(b: &ArchivedWireBatch) -> Result<Vec<Envelope>, WireError> {
             ArchivedWireBody::ReadIndexResponse { request_id, index } => MessageBody::ReadIndexResponse { request_id: request_id.to_native(), index: LogIndex(index.to_native()) },
         };
         let msg = Message { from: NodeId(m.from.to_native()), to: NodeId(m.to.to_native()), term: Term(m.term.to_native()), body };
-        out.push(Envelope { group: m.group.to_native(), msg });
+        let group = m.group.to_native();
+        if let Some(why) = msg.malformed() {
+            return Err(WireError::Malformed { message: i, group, why });
+        }
+        out.push(Envelope { group, msg });
     }
     Ok(out)
 }
@@ -378,6 +384,21 @@ mod tests {
             frame.extend_from_slice(&mutated);
             finish_frame(&mut frame, start);
             let _ = decode_batch(&frame);
+        }
+    }
+
+    /// A well-formed frame can still carry an append no leader sends (a gap
+    /// in its indices); it is refused as a whole, naming the message.
+    #[test]
+    fn appends_with_gaps_are_refused() {
+        let mut batch = sample();
+        let MessageBody::Append { entries, .. } = &mut batch[0].msg.body else { panic!("sample starts with an append") };
+        entries[1].index = LogIndex(7);
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        match decode_batch(&buf) {
+            Err(WireError::Malformed { message: 0, group: 5, why: raftcore::Malformed::EntryIndex { position: 1, .. } }) => {}
+            other => panic!("a gapped append decoded as {other:?}"),
         }
     }
 
