@@ -61,6 +61,17 @@ pub enum KvError {
     SnapshotMagic,
 }
 
+/// What a scanned pair costs a reply beside its key and value (two lengths).
+pub const SCAN_PAIR_OVERHEAD_BYTES: usize = 8;
+
+/// A scan whose pairs would not fit `bytes_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the scan's first {pairs} pairs already fill a reply of {bytes_max} bytes; scan a longer prefix or a lower limit")]
+pub struct ScanTooLarge {
+    pub pairs: usize,
+    pub bytes_max: usize,
+}
+
 /// A write to the KV store, as stored in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvCommand {
@@ -221,14 +232,20 @@ impl KvStore {
         self.map.get(key)
     }
 
-    /// Up to `limit` pairs whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(Bytes, Bytes)> {
-        self.map
-            .range_from(prefix)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()))
-            .collect()
+    /// Up to `limit` pairs whose key starts with `prefix`, in key order, or
+    /// `ScanTooLarge` once their keys and values (with `SCAN_PAIR_OVERHEAD_BYTES`
+    /// each) would pass `bytes_max`: a reply must fit one frame.
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize, bytes_max: usize) -> Result<Vec<(Bytes, Bytes)>, ScanTooLarge> {
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for (k, v) in self.map.range_from(prefix).take_while(|(k, _)| k.starts_with(prefix)).take(limit) {
+            bytes += k.len() + v.len() + SCAN_PAIR_OVERHEAD_BYTES;
+            if bytes > bytes_max {
+                return Err(ScanTooLarge { pairs: out.len(), bytes_max });
+            }
+            out.push((Bytes::copy_from_slice(k), v.clone()));
+        }
+        Ok(out)
     }
 
     pub fn len(&self) -> usize {
@@ -345,6 +362,19 @@ mod tests {
         KvReply::decode(&kv.apply(next, &cmd.encode())).unwrap()
     }
 
+    /// A scan stops with an error, not a reply too large for a frame.
+    #[test]
+    fn scans_are_bounded_by_bytes() {
+        let mut kv = KvStore::default();
+        for i in 0..4u8 {
+            apply(&mut kv, KvCommand::Put { key: Bytes::from(vec![b'k', i]), value: Bytes::from(vec![i; 100]) });
+        }
+        let pair_bytes = 2 + 100 + SCAN_PAIR_OVERHEAD_BYTES;
+        assert_eq!(kv.scan_prefix(b"k", 10, 4 * pair_bytes).unwrap().len(), 4);
+        assert_eq!(kv.scan_prefix(b"k", 3, 3 * pair_bytes).unwrap().len(), 3);
+        assert_eq!(kv.scan_prefix(b"k", 10, 4 * pair_bytes - 1), Err(ScanTooLarge { pairs: 3, bytes_max: 4 * pair_bytes - 1 }));
+    }
+
     #[test]
     fn put_get_delete_cas_scan() {
         let mut kv = KvStore::new();
@@ -359,8 +389,8 @@ mod tests {
         assert_eq!(apply(&mut kv, KvCommand::Cas { key: b("c"), expected: None, new: Some(b("new")) }), KvReply::Done);
         assert_eq!(kv.get(b"c"), Some(&b("new")));
         apply(&mut kv, KvCommand::Delete { key: b("a/2") });
-        assert_eq!(kv.scan_prefix(b"a/", 10), vec![(b("a/1"), b("w"))]);
-        assert_eq!(kv.scan_prefix(b"", 2).len(), 2);
+        assert_eq!(kv.scan_prefix(b"a/", 10, usize::MAX).unwrap(), vec![(b("a/1"), b("w"))]);
+        assert_eq!(kv.scan_prefix(b"", 2, usize::MAX).unwrap().len(), 2);
         assert_eq!(kv.applied(), LogIndex(7));
     }
 
@@ -374,13 +404,13 @@ mod tests {
         }
         let mut sorted = keys.clone();
         sorted.sort();
-        let scanned: Vec<Bytes> = kv.scan_prefix(b"p/", 10).into_iter().map(|(k, _)| k).collect();
+        let scanned: Vec<Bytes> = kv.scan_prefix(b"p/", 10, usize::MAX).unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(scanned, sorted.iter().map(|k| b(k)).collect::<Vec<_>>());
         assert_eq!(kv.get(keys[3].as_bytes()), Some(&b("3")));
         apply(&mut kv, KvCommand::Delete { key: b(&keys[3]) });
         assert_eq!(kv.get(keys[3].as_bytes()), None);
         // The 24- and 25-byte keys start with these 24 bytes; the 40-byte one is gone.
-        assert_eq!(kv.scan_prefix(&keys[1].as_bytes()[..24], 10).len(), 2);
+        assert_eq!(kv.scan_prefix(&keys[1].as_bytes()[..24], 10, usize::MAX).unwrap().len(), 2);
     }
 
     #[test]
@@ -393,7 +423,7 @@ mod tests {
         let mut restored = KvStore::new();
         restored.restore(&snap).unwrap();
         assert_eq!(restored.applied(), LogIndex(100));
-        assert_eq!(restored.scan_prefix(b"", 1000), kv.scan_prefix(b"", 1000));
+        assert_eq!(restored.scan_prefix(b"", 1000, usize::MAX), kv.scan_prefix(b"", 1000, usize::MAX));
         for cut in 0..snap.len() {
             assert!(KvStore::new().restore(&snap[..cut]).is_err(), "a snapshot cut at {cut} restored");
         }

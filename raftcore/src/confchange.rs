@@ -214,16 +214,64 @@ fn leave_joint(cs: &ConfState) -> ConfState {
     next
 }
 
-/// Invariants of every configuration we produce: voters and learners are
-/// disjoint, and learners_next only exists while joint, naming outgoing voters.
+/// A membership that breaks an invariant of every configuration raftcore
+/// produces (`membership_fault`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipFault {
+    #[error("no voters")]
+    NoVoters,
+    #[error("node id 0 in a configuration")]
+    ZeroId,
+    #[error("a list of more than {VOTERS_MAX} nodes")]
+    TooMany,
+    #[error("node {0} is listed twice")]
+    Duplicate(NodeId),
+    #[error("node {0} is both learner and voter")]
+    LearnerAndVoter(NodeId),
+    #[error("learner_next {0} is not an outgoing voter")]
+    LearnerNextNotOutgoing(NodeId),
+    #[error("learners_next outside a joint configuration")]
+    LearnersNextOutsideJoint,
+}
+
+/// Checks the invariants of every configuration we produce: some voters,
+/// no id 0, at most `VOTERS_MAX` per list, no node listed twice, voters and
+/// learners disjoint, and learners_next only while joint, naming outgoing
+/// voters. A snapshot from a peer is checked before it is installed.
+pub fn membership_fault(cs: &ConfState) -> Option<MembershipFault> {
+    let lists = [&cs.voters, &cs.voters_outgoing, &cs.learners, &cs.learners_next];
+    if cs.voters.is_empty() {
+        return Some(MembershipFault::NoVoters);
+    }
+    for list in lists {
+        if list.len() > VOTERS_MAX {
+            return Some(MembershipFault::TooMany);
+        }
+        for (i, id) in list.iter().enumerate() {
+            if id.is_none() {
+                return Some(MembershipFault::ZeroId);
+            }
+            if list[..i].contains(id) {
+                return Some(MembershipFault::Duplicate(*id));
+            }
+        }
+    }
+    if let Some(l) = cs.learners.iter().find(|l| cs.voters.contains(l) || cs.voters_outgoing.contains(l)) {
+        return Some(MembershipFault::LearnerAndVoter(*l));
+    }
+    if let Some(l) = cs.learners_next.iter().find(|l| !cs.voters_outgoing.contains(l)) {
+        return Some(MembershipFault::LearnerNextNotOutgoing(*l));
+    }
+    if cs.voters_outgoing.is_empty() && !cs.learners_next.is_empty() {
+        return Some(MembershipFault::LearnersNextOutsideJoint);
+    }
+    None
+}
+
 fn check_invariants(cs: &ConfState) {
-    for l in &cs.learners {
-        assert!(!cs.voters.contains(l) && !cs.voters_outgoing.contains(l), "node {l} is both learner and voter");
+    if let Some(fault) = membership_fault(cs) {
+        panic!("{fault}");
     }
-    for l in &cs.learners_next {
-        assert!(cs.voters_outgoing.contains(l), "learner_next {l} is not an outgoing voter");
-    }
-    assert!(cs.voters_outgoing.is_empty() <= cs.learners_next.is_empty(), "learners_next outside a joint configuration");
 }
 
 /// The voter halves of a configuration, as quorum arithmetic sees them.

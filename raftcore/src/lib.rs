@@ -21,7 +21,7 @@ pub mod storage;
 pub mod tracker;
 pub mod types;
 
-pub use confchange::{ChangeOp, ConfChange, ConfChangeError, Transition};
+pub use confchange::{membership_fault, ChangeOp, ConfChange, ConfChangeError, MembershipFault, Transition};
 pub use config::{Config, ConfigError};
 pub use message::{Malformed, Message, MessageBody, RejectHint, Traffic};
 pub use node::{RawNode, Ready};

@@ -27,5 +27,10 @@ pub const READIES_IN_FLIGHT_MAX: usize = 1024;
 const _: () = assert!(APPEND_ENTRIES_MAX as u64 <= APPEND_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX * SNAPSHOT_CHUNKS_INFLIGHT_MAX <= SNAPSHOT_BYTES_MAX);
 const _: () = assert!(INFLIGHT_MSGS_MAX <= READIES_IN_FLIGHT_MAX * 4);
+/// Largest log index and term a message may carry: half the range, so that
+/// `next()` and `plus()` on them never overflow. No group gets near either;
+/// beyond them a message can only come from a damaged peer.
+pub const LOG_INDEX_MAX: u64 = u64::MAX >> 1;
+pub const TERM_MAX: u64 = u64::MAX >> 1;
 /// Most entries a leader holds uncommitted before refusing proposals.
 pub const UNCOMMITTED_ENTRIES_MAX: u64 = 1 << 20;

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+use crate::confchange::{membership_fault, MembershipFault};
+use crate::limits::{LOG_INDEX_MAX, TERM_MAX};
 use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,44 +92,66 @@ pub enum MessageBody {
 /// receiver's state (`Message::malformed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
+    #[error("term {0} is beyond {TERM_MAX}")]
+    TermTooLarge(Term),
+    #[error("{what} {index} is beyond {LOG_INDEX_MAX}")]
+    IndexTooLarge { what: &'static str, index: LogIndex },
+    #[error("{what} {found} is above the sender's term {sender}")]
+    TermAboveSender { what: &'static str, found: Term, sender: Term },
     #[error("append entry {position} has index {found}, expected {expected} (entries follow prev_index one by one)")]
     EntryIndex { position: usize, found: LogIndex, expected: LogIndex },
     #[error("append entry {position} has term {found}, outside {low}..={high} (terms rise from prev_term to the sender's term)")]
     EntryTerm { position: usize, found: Term, low: Term, high: Term },
-    #[error("append prev_term {prev_term} is above the sender's term {sender}")]
-    PrevTerm { prev_term: Term, sender: Term },
-    #[error("snapshot of term {snapshot} from a sender in term {sender}")]
-    SnapshotTerm { snapshot: Term, sender: Term },
+    #[error("snapshot membership: {0}")]
+    Membership(MembershipFault),
 }
 
 impl Message {
     /// Why this message cannot have come from a correct peer, if it cannot:
-    /// an append's entries must follow `prev_index` one by one with terms
-    /// rising from `prev_term` to the sender's term, and a snapshot cannot be
-    /// newer than its sender's term. `RawNode::step` drops such messages
-    /// (storing a gap or a future term would corrupt the log); the engine's
-    /// transport rejects the frame that carries one.
+    /// terms and indices within `TERM_MAX` and `LOG_INDEX_MAX`, no term it
+    /// names above the sender's own, an append's entries following
+    /// `prev_index` one by one with terms rising from `prev_term`, and a
+    /// snapshot's membership one raftcore could have produced.
+    /// `RawNode::step` drops such messages (storing a gap, a future term or
+    /// a broken membership would corrupt the replica, and indices near
+    /// `u64::MAX` overflow); the engine's transport refuses the frame that
+    /// carries one.
     pub fn malformed(&self) -> Option<Malformed> {
+        let sender = self.term;
+        if sender.0 > TERM_MAX {
+            return Some(Malformed::TermTooLarge(sender));
+        }
+        let index_max = |what: &'static str, index: LogIndex| (index.0 > LOG_INDEX_MAX).then_some(Malformed::IndexTooLarge { what, index });
+        let term_max = |what: &'static str, found: Term| (found > sender).then_some(Malformed::TermAboveSender { what, found, sender });
         match &self.body {
-            MessageBody::Append { prev_index, prev_term, entries, .. } => {
-                if *prev_term > self.term {
-                    return Some(Malformed::PrevTerm { prev_term: *prev_term, sender: self.term });
+            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+                let last = LogIndex(prev_index.0.saturating_add(entries.len() as u64));
+                if let Some(m) = index_max("append prev_index", *prev_index).or(index_max("append last index", last)).or(index_max("append commit", *commit)).or(term_max("append prev_term", *prev_term)) {
+                    return Some(m);
                 }
                 let mut low = *prev_term;
                 for (position, e) in entries.iter().enumerate() {
-                    let expected = prev_index.get().checked_add(position as u64 + 1).map(LogIndex);
-                    if expected != Some(e.index) {
-                        return Some(Malformed::EntryIndex { position, found: e.index, expected: expected.unwrap_or(LogIndex(u64::MAX)) });
+                    let expected = prev_index.plus(position as u64 + 1);
+                    if e.index != expected {
+                        return Some(Malformed::EntryIndex { position, found: e.index, expected });
                     }
-                    if e.term < low || e.term > self.term {
-                        return Some(Malformed::EntryTerm { position, found: e.term, low, high: self.term });
+                    if e.term < low || e.term > sender {
+                        return Some(Malformed::EntryTerm { position, found: e.term, low, high: sender });
                     }
                     low = e.term;
                 }
                 None
             }
-            MessageBody::SnapshotChunk { meta, .. } if meta.term > self.term => Some(Malformed::SnapshotTerm { snapshot: meta.term, sender: self.term }),
-            _ => None,
+            MessageBody::AppendResponse { index, reject } => index_max("append answer index", *index)
+                .or_else(|| reject.and_then(|h| index_max("rejection hint index", h.index).or(term_max("rejection hint term", h.term)))),
+            MessageBody::RequestVote { last_index, last_term, .. } => index_max("vote last_index", *last_index).or(term_max("vote last_term", *last_term)),
+            MessageBody::Heartbeat { commit, .. } => index_max("heartbeat commit", *commit),
+            MessageBody::SnapshotChunk { meta, .. } => index_max("snapshot index", meta.index)
+                .or(term_max("snapshot term", meta.term))
+                .or_else(|| membership_fault(&meta.conf_state).map(Malformed::Membership)),
+            MessageBody::SnapshotResponse { index, .. } => index_max("snapshot answer index", *index),
+            MessageBody::ReadIndexResponse { index, .. } => index_max("read index", *index),
+            MessageBody::VoteResponse { .. } | MessageBody::HeartbeatResponse { .. } | MessageBody::TimeoutNow | MessageBody::ReadIndex { .. } => None,
         }
     }
 }
@@ -302,22 +326,44 @@ mod tests {
             Some(Malformed::EntryIndex { position: 1, found: LogIndex(9), expected: LogIndex(5) })
         );
         assert_eq!(append(3, 2, vec![entry(3, 2)]).malformed(), Some(Malformed::EntryIndex { position: 0, found: LogIndex(3), expected: LogIndex(4) }));
-        assert_eq!(append(u64::MAX, 2, vec![entry(0, 2)]).malformed(), Some(Malformed::EntryIndex { position: 0, found: LogIndex(0), expected: LogIndex(u64::MAX) }));
         assert_eq!(append(3, 2, vec![entry(4, 6)]).malformed(), Some(Malformed::EntryTerm { position: 0, found: Term(6), low: Term(2), high: Term(5) }));
         assert_eq!(append(3, 2, vec![entry(4, 1)]).malformed(), Some(Malformed::EntryTerm { position: 0, found: Term(1), low: Term(2), high: Term(5) }));
         assert_eq!(
             append(3, 2, vec![entry(4, 4), entry(5, 3)]).malformed(),
             Some(Malformed::EntryTerm { position: 1, found: Term(3), low: Term(4), high: Term(5) })
         );
-        assert_eq!(append(3, 6, Vec::new()).malformed(), Some(Malformed::PrevTerm { prev_term: Term(6), sender: Term(5) }));
+        assert_eq!(append(3, 6, Vec::new()).malformed(), Some(Malformed::TermAboveSender { what: "append prev_term", found: Term(6), sender: Term(5) }));
+        let huge = LogIndex(LOG_INDEX_MAX + 1);
+        assert_eq!(append(huge.0, 2, Vec::new()).malformed(), Some(Malformed::IndexTooLarge { what: "append prev_index", index: huge }));
+        assert_eq!(append(LOG_INDEX_MAX, 2, vec![entry(huge.0, 2)]).malformed(), Some(Malformed::IndexTooLarge { what: "append last index", index: huge }));
+        let mut forever = append(3, 2, Vec::new());
+        forever.term = Term(u64::MAX);
+        assert_eq!(forever.malformed(), Some(Malformed::TermTooLarge(Term(u64::MAX))));
 
-        let chunk = |term: u64| Message {
+        let chunk = |term: u64, voters: &[u64], learners: &[u64]| Message {
             from: NodeId(1),
             to: NodeId(2),
             term: Term(5),
-            body: MessageBody::SnapshotChunk { meta: Box::new(SnapshotMeta { index: LogIndex(9), term: Term(term), conf_state: Default::default() }), offset: 0, data: Bytes::new(), last: true },
+            body: MessageBody::SnapshotChunk {
+                meta: Box::new(SnapshotMeta {
+                    index: LogIndex(9),
+                    term: Term(term),
+                    conf_state: crate::types::ConfState {
+                        voters: voters.iter().map(|&v| NodeId(v)).collect(),
+                        learners: learners.iter().map(|&v| NodeId(v)).collect(),
+                        ..Default::default()
+                    },
+                }),
+                offset: 0,
+                data: Bytes::new(),
+                last: true,
+            },
         };
-        assert_eq!(chunk(5).malformed(), None);
-        assert_eq!(chunk(6).malformed(), Some(Malformed::SnapshotTerm { snapshot: Term(6), sender: Term(5) }));
+        assert_eq!(chunk(5, &[1, 2], &[3]).malformed(), None);
+        assert_eq!(chunk(6, &[1, 2], &[]).malformed(), Some(Malformed::TermAboveSender { what: "snapshot term", found: Term(6), sender: Term(5) }));
+        assert_eq!(chunk(5, &[], &[3]).malformed(), Some(Malformed::Membership(MembershipFault::NoVoters)));
+        assert_eq!(chunk(5, &[1, 0], &[]).malformed(), Some(Malformed::Membership(MembershipFault::ZeroId)));
+        assert_eq!(chunk(5, &[1, 2, 1], &[]).malformed(), Some(Malformed::Membership(MembershipFault::Duplicate(NodeId(1)))));
+        assert_eq!(chunk(5, &[1, 2], &[2]).malformed(), Some(Malformed::Membership(MembershipFault::LearnerAndVoter(NodeId(2)))));
     }
 }

@@ -463,8 +463,10 @@ impl<S: Storage> Raft<S> {
                 self.leader = m.from;
                 self.handle_leader_message(m);
             }
-            MessageBody::TimeoutNow => self.campaign(Campaign::Transfer),
-            MessageBody::ReadIndexResponse { request_id, index } => self.read_states.push(ReadState { request_id, index }),
+            // Only the leader hands over leadership or answers reads: from
+            // anyone else these would bypass the lease or serve a stale read.
+            MessageBody::TimeoutNow if m.from == self.leader => self.campaign(Campaign::Transfer),
+            MessageBody::ReadIndexResponse { request_id, index } if m.from == self.leader => self.read_states.push(ReadState { request_id, index }),
             _ => {}
         }
     }
@@ -741,6 +743,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+        if round > self.read_round {
+            return; // echoes a round not yet sent: it would confirm reads no quorum saw
+        }
         let Some(pr) = self.tracker.get_mut(from) else { return };
         pr.acked_round = pr.acked_round.max(round);
         pr.probe_sent = false;

@@ -18,6 +18,9 @@ const SERVER_MAGIC: &[u8; 8] = b"MYRIADS\0";
 pub const REQUEST_BYTES_MAX: usize = 3 << 20;
 /// Largest response body (a scan's pairs).
 pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// Most key and value bytes one scan returns (with their lengths): the rest
+/// of a response frame is its id, tag and pair count.
+pub const SCAN_REPLY_BYTES_MAX: usize = RESPONSE_BYTES_MAX - 64;
 /// Most pairs one scan returns.
 pub const SCAN_LIMIT_MAX: u32 = 10_000;
 

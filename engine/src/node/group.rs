@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use raftcore::{EntryKind, LogIndex, MemStorage, ProposeError, RawNode, ReadError, Role, Term};
 
-use crate::client::proto::Reply;
+use crate::client::proto::{Reply, SCAN_REPLY_BYTES_MAX};
 use crate::kv::{KvReply, KvStore, StateMachine};
 
 /// Answers one client request; called at most once.
@@ -298,7 +298,10 @@ impl Group {
 fn eval(sm: &KvStore, op: &ReadOp) -> Reply {
     match op {
         ReadOp::Get { key } => Reply::Value(sm.get(key).cloned()),
-        ReadOp::Scan { prefix, limit } => Reply::Entries(sm.scan_prefix(prefix, *limit as usize)),
+        ReadOp::Scan { prefix, limit } => match sm.scan_prefix(prefix, *limit as usize, SCAN_REPLY_BYTES_MAX) {
+            Ok(pairs) => Reply::Entries(pairs),
+            Err(e) => Reply::Error(e.to_string()),
+        },
     }
 }
 
