@@ -14,7 +14,7 @@ use self::map::KvMap;
 use crate::framing::{put_blob, put_opt_blob, FieldError, Reader, Truncated};
 
 /// Cache lines that one range of `KvStore::hot_memory` spans at most.
-pub const HOT_MEMORY_LINES_MAX: usize = map::SMALL_KEYS_MAX * 8 / 64 + 1;
+pub const HOT_MEMORY_LINES_MAX: usize = map::FINGERPRINTS_BYTES_MAX / 64 + 1;
 
 /// Longest key accepted.
 pub const KEY_BYTES_MAX: usize = 64 << 10;

@@ -24,8 +24,10 @@ pub type Key = SmallVec<[u8; 24]>;
 const _: () = assert!(std::mem::size_of::<Key>() == std::mem::size_of::<Bytes>());
 
 /// Keys a flat map holds; inserting one more turns it into a B-tree. Their
-/// fingerprints fill 8 cache lines.
-pub const SMALL_KEYS_MAX: usize = 64;
+/// fingerprints (16 bits each) fill 8 cache lines.
+pub const SMALL_KEYS_MAX: usize = 256;
+/// The bytes of a full flat map's fingerprints.
+pub const FINGERPRINTS_BYTES_MAX: usize = SMALL_KEYS_MAX * std::mem::size_of::<Fingerprint>();
 /// A B-tree that shrinks to this many keys becomes flat again (well below
 /// `SMALL_KEYS_MAX`, so that a map at the boundary does not switch back and
 /// forth).
@@ -52,15 +54,21 @@ impl Default for Repr {
 /// `fingerprint(&keys[i])`.
 #[derive(Debug, Default)]
 struct Flat {
-    fingerprints: Vec<u64>,
+    fingerprints: Vec<Fingerprint>,
     keys: Vec<Key>,
     values: Vec<Bytes>,
 }
 
 /// A hash of the whole key: two keys with different fingerprints differ, so
 /// a lookup compares the bytes of only the keys whose fingerprint matches
-/// (keys sharing a long prefix included).
-fn fingerprint(key: &[u8]) -> u64 {
+/// (keys sharing a long prefix included). 16 bits: among 256 keys a lookup
+/// compares one key more than it needs about once in 256.
+type Fingerprint = u16;
+
+/// Fingerprints a lookup compares at once (one 256-bit vector of them).
+const FINGERPRINTS_PER_STEP: usize = 16;
+
+fn fingerprint(key: &[u8]) -> Fingerprint {
     const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h = (key.len() as u64).wrapping_mul(MULTIPLIER);
     for chunk in key.chunks(8) {
@@ -68,13 +76,29 @@ fn fingerprint(key: &[u8]) -> u64 {
         word[..chunk.len()].copy_from_slice(chunk);
         h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(MULTIPLIER);
     }
-    h ^ (h >> 29)
+    h ^= h >> 29;
+    (h ^ (h >> 32) ^ (h >> 16)) as Fingerprint
 }
 
 impl Flat {
     fn position(&self, key: &[u8]) -> Option<usize> {
         let f = fingerprint(key);
-        self.fingerprints.iter().enumerate().filter(|&(_, &g)| g == f).map(|(i, _)| i).find(|&i| self.keys[i][..] == *key)
+        let matches = |i: usize| self.keys[i][..] == *key;
+        let steps = self.fingerprints.chunks_exact(FINGERPRINTS_PER_STEP);
+        let rest_start = self.fingerprints.len() - steps.remainder().len();
+        for (step, chunk) in steps.enumerate() {
+            // A mask of the equal fingerprints, in a form the compiler turns
+            // into one vector compare.
+            let mut mask = chunk.iter().enumerate().fold(0u32, |m, (j, &g)| m | (u32::from(g == f) << j));
+            while mask != 0 {
+                let i = step * FINGERPRINTS_PER_STEP + mask.trailing_zeros() as usize;
+                if matches(i) {
+                    return Some(i);
+                }
+                mask &= mask - 1;
+            }
+        }
+        (rest_start..self.fingerprints.len()).find(|&i| self.fingerprints[i] == f && matches(i))
     }
 
     /// Positions of the keys at or after `start`, in key order.
@@ -256,41 +280,48 @@ mod tests {
         assert!(m.hot_memory().iter().all(|&(_, bytes)| bytes == 0));
         m.insert(b"a", Bytes::from_static(b"1"));
         m.insert(b"b", Bytes::from_static(b"2"));
-        assert_eq!(m.hot_memory()[0].1, 16, "two fingerprints");
+        assert_eq!(m.hot_memory()[0].1, 4, "two fingerprints");
         for _ in 0..SMALL_KEYS_MAX {
             m.insert(&[7; 9], Bytes::new());
         }
-        assert_eq!(m.hot_memory()[0].1, 24, "a key written again is not added");
+        assert_eq!(m.hot_memory()[0].1, 6, "a key written again is not added");
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        Insert(u8, u8),
-        Remove(u8),
-        RangeFrom(u8),
+        Insert(u16, u8),
+        Remove(u16),
+        RangeFrom(u16),
+        /// Inserts keys `k .. k + 120`, so that maps cross the flat limit.
+        Fill(u16),
+        /// Removes keys `k .. k + 120`, so that trees become flat again.
+        Drain(u16),
     }
 
+    const MODEL_KEYS: u16 = 420;
+
     fn op() -> impl Strategy<Value = Op> {
-        // 160 keys, so that maps cross both limits in either direction.
         prop_oneof![
-            4 => (0u8..160, any::<u8>()).prop_map(|(k, v)| Op::Insert(k, v)),
-            3 => (0u8..160).prop_map(Op::Remove),
-            1 => (0u8..160).prop_map(Op::RangeFrom),
+            8 => (0..MODEL_KEYS, any::<u8>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            6 => (0..MODEL_KEYS).prop_map(Op::Remove),
+            2 => (0..MODEL_KEYS).prop_map(Op::RangeFrom),
+            1 => (0..MODEL_KEYS).prop_map(Op::Fill),
+            1 => (0..MODEL_KEYS).prop_map(Op::Drain),
         ]
     }
 
-    fn model_key(k: u8) -> Vec<u8> {
+    fn model_key(k: u16) -> Vec<u8> {
         // Some keys are prefixes of others; some are longer than a word.
         match k % 3 {
-            0 => vec![k],
-            1 => vec![k, 0],
+            0 => k.to_be_bytes().to_vec(),
+            1 => [&k.to_be_bytes()[..], &[0]].concat(),
             _ => format!("a-long-shared-prefix/{k}").into_bytes(),
         }
     }
 
     proptest! {
         #[test]
-        fn behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 1..600)) {
+        fn behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 1..400)) {
             let mut m = KvMap::default();
             let mut model: BTreeMap<Vec<u8>, Bytes> = BTreeMap::new();
             for op in ops {
@@ -301,6 +332,17 @@ mod tests {
                     }
                     Op::Remove(k) => {
                         prop_assert_eq!(m.remove(&model_key(k)), model.remove(&model_key(k)));
+                    }
+                    Op::Fill(k) => {
+                        for k in (k..MODEL_KEYS).take(120) {
+                            m.insert(&model_key(k), Bytes::from(vec![k as u8]));
+                            model.insert(model_key(k), Bytes::from(vec![k as u8]));
+                        }
+                    }
+                    Op::Drain(k) => {
+                        for k in (k..MODEL_KEYS).take(120) {
+                            prop_assert_eq!(m.remove(&model_key(k)), model.remove(&model_key(k)));
+                        }
                     }
                     Op::RangeFrom(k) => {
                         let got: Vec<(Vec<u8>, Bytes)> = m.range_from(&model_key(k)).map(|(k, v)| (k.to_vec(), v.clone())).collect();
