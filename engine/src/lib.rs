@@ -32,9 +32,10 @@ pub const HUGE_PAGES_ENV: &std::ffi::CStr = c"MIMALLOC_ALLOW_LARGE_OS_PAGES";
 /// On for throughput over long runs, once the heap stops growing: with
 /// `MIMALLOC_ALLOW_LARGE_OS_PAGES=1 MIMALLOC_PURGE_DELAY=10000` (huge pages,
 /// and freed memory kept 10 s instead of purged after 1 s, which would split
-/// them) 10,000 groups at 1,024 in flight over 40 s ran 102 k against 78 k
-/// writes/s, and 78.5 and 79.8 k against 72.2 and 65.8 k with a 1 M budget:
-/// fewer TLB misses in a heap of GiBs touched at random.
+/// them) 10,000 groups at 1,024 in flight over 40 s ran 102 and 96 k against
+/// 78 and 76 k writes/s (2 pairs, RSS about a quarter higher), and 78.5 and
+/// 79.8 k against 72.2 and 65.8 k with a 1 M budget: fewer TLB misses in a
+/// heap of GiBs touched at random.
 pub fn configure_heap() {
     // SAFETY: getenv reads the environment before any other thread exists;
     // prctl with PR_SET_THP_DISABLE takes integer arguments only.
