@@ -227,6 +227,43 @@ fn hostile_bytes_on_peer_and_client_ports_leave_the_node_serving() {
     assert_eq!(client.get(1, "before"), Outcome::Ok(Reply::Value(Some(Bytes::from("x")))));
 }
 
+/// A leader's snapshot that does not restore (here from an impostor that
+/// speaks for a killed peer) takes only its group out of service on the
+/// receiving node: the node's other groups go on, and a restart brings the
+/// group back as it was.
+#[test]
+fn a_snapshot_that_does_not_restore_sets_aside_only_its_group() {
+    use std::io::Write;
+
+    use engine::transport::wire::{encode_batch, encode_handshake, Envelope, Handshake};
+    use raftcore::{ConfState, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term};
+
+    let mut c = TestCluster::start(4, 1);
+    let mut client = c.client();
+    expect_done(client.put(1, "before", "x"), "write before the attack");
+    c.kill(2);
+    let mut frame = Vec::new();
+    encode_handshake(&Handshake { cluster_id: 7, node_id: 2, core: 0, cores: 1, version: engine::node::PEER_PROTOCOL_VERSION }, &mut frame);
+    let meta = SnapshotMeta { index: LogIndex(1_000), term: Term(1_000), conf_state: ConfState { voters: vec![NodeId(1), NodeId(2), NodeId(3)], ..Default::default() } };
+    let chunk = MessageBody::SnapshotChunk { meta: Box::new(meta), offset: 0, data: Bytes::from_static(b"not a KV snapshot"), last: true };
+    encode_batch(&[Envelope { group: 1, msg: Message { from: NodeId(2), to: NodeId(1), term: Term(1_000), body: chunk } }], &mut frame);
+    let mut impostor = std::net::TcpStream::connect(c.configs[&1].peers[&1]).unwrap();
+    impostor.write_all(&frame).unwrap();
+    eventually(Duration::from_secs(10), "group 1 set aside on node 1", || c.metrics(1).groups_set_aside == 1);
+    drop(impostor);
+
+    // Nodes 1 and 3 are a quorum of every other group.
+    for group in 2..=4 {
+        expect_done(client.put(group, "after", "y"), "a write to another group of node 1");
+    }
+    c.kill(1);
+    c.restart(1);
+    c.restart(2);
+    let mut client = c.client();
+    expect_done(client.put(1, "after", "y"), "a write to the group once its nodes restarted");
+    assert_eq!(client.get(1, "before"), Outcome::Ok(Reply::Value(Some(Bytes::from("x")))));
+}
+
 #[test]
 fn requests_on_the_wrong_core_are_forwarded_to_the_owner() {
     let groups = 16;

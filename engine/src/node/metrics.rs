@@ -28,6 +28,7 @@ pub struct CoreMetrics {
     pub client_requests: AtomicU64,
     pub groups_created: AtomicU64,
     pub groups_deleted: AtomicU64,
+    pub groups_set_aside: AtomicU64,
     pub requests_forwarded: AtomicU64,
     pub leaders: AtomicU64,
     pub leader_stepdowns: AtomicU64,
@@ -66,6 +67,9 @@ pub struct MetricsSnapshot {
     pub client_requests: u64,
     pub groups_created: u64,
     pub groups_deleted: u64,
+    /// Groups taken out of service because their leader's snapshot did not
+    /// restore; their data stays, and a restart tries them again.
+    pub groups_set_aside: u64,
     /// Client requests that arrived on a core not owning their group.
     pub requests_forwarded: u64,
     /// Groups this node leads (as of each core's last tick).
@@ -105,6 +109,7 @@ impl MetricsSnapshot {
             s.client_requests += get(&m.client_requests);
             s.groups_created += get(&m.groups_created);
             s.groups_deleted += get(&m.groups_deleted);
+            s.groups_set_aside += get(&m.groups_set_aside);
             s.requests_forwarded += get(&m.requests_forwarded);
             s.leaders += get(&m.leaders);
             s.leader_stepdowns += get(&m.leader_stepdowns);

@@ -335,17 +335,23 @@ impl Shard {
             let mut submitted = None;
             {
                 let mut groups = self.groups.borrow_mut();
+                let mut set_aside = Vec::new();
                 groups.prefetch_start(Visit::Ready, |i| dirty.get(i).copied());
                 for (i, &id) in dirty.iter().enumerate() {
                     groups.prefetch_ahead(Visit::Ready, |k| dirty.get(i + k).copied());
                     let Some(g) = groups.get_mut(id) else { continue };
                     g.scheduled = false;
                     if g.raw.has_ready() {
-                        let (number, persisted) = self.process_ready(g, &mut batch, &mut submitted, &mut outbox)?;
-                        readies.push((id, number, persisted));
+                        match self.process_ready(g, &mut batch, &mut submitted, &mut outbox)? {
+                            Some((number, persisted)) => readies.push((id, number, persisted)),
+                            None => set_aside.push(id),
+                        }
                     }
                 }
                 dirty.clear();
+                for id in set_aside {
+                    self.set_aside(&mut groups, id);
+                }
             }
             outbox.flush(&self.peers);
             if readies.is_empty() && batch.is_empty() && submitted.is_none() {
@@ -462,15 +468,8 @@ impl Shard {
                 }
             }
             Event::Client { group, op: Op::DeleteGroup, respond } => {
-                if let Some(mut g) = groups.remove(group) {
-                    g.abandon();
-                    self.awake.borrow_mut().retain(|&id| id != group);
-                    if g.is_leading() {
-                        self.metrics.leaders.fetch_sub(1, Ordering::Relaxed);
-                    }
+                if self.take_out(&mut groups, group) {
                     batch.remove_group(wal::GroupId(group));
-                    // A save of it in progress ends first; queued ones never run.
-                    self.snapshot_writer.release(group);
                     if let Err(e) = self.snapshots.remove(group) {
                         tracing::warn!("group {group}: {e}");
                     }
@@ -544,7 +543,11 @@ impl Shard {
     ///
     /// Submits `batch` as a WAL record of its own (its seq into `submitted`)
     /// whenever it may outgrow `record_split_bytes`, also within one group.
-    fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<(u64, Vec<Message>)> {
+    ///
+    /// `None`: the leader's snapshot in the ready does not restore, so the
+    /// group cannot go on here; nothing of the ready was kept, and the caller
+    /// sets the group aside (`set_aside`).
+    fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<Option<(u64, Vec<Message>)>> {
         let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
         if let Some(ss) = soft_state {
             // The count of leaders follows every change (ticks visit only
@@ -562,7 +565,10 @@ impl Shard {
         }
         let gid = wal::GroupId(g.id);
         if let Some(s) = snapshot {
-            g.sm.restore(&s.data).map_err(|e| anyhow::anyhow!("group {}: the leader's snapshot at {} does not restore: {e}", g.id, s.meta.index))?;
+            if let Err(e) = g.sm.restore(&s.data) {
+                tracing::error!("core {}: group {}: the snapshot at {} from its leader does not restore ({e}); the group is set aside on this node until it restarts", self.core, g.id, s.meta.index);
+                return Ok(None);
+            }
             // Durable before the WAL forgets what it covers. It supersedes
             // any save of an older snapshot of the group (one in progress
             // ends first).
@@ -590,7 +596,31 @@ impl Shard {
         g.on_read_states(&read_states);
         self.maybe_compact(g);
         self.split_if_full(batch, submitted)?;
-        Ok((number, persisted_messages))
+        Ok(Some((number, persisted_messages)))
+    }
+
+    /// Takes group `id` out of service on this node, its other groups going
+    /// on: what waits on it is answered `Unknown`, its messages and requests
+    /// then meet an unknown group. Its WAL records and snapshot stay, so a
+    /// restart recovers it as it was before the ready that failed.
+    fn set_aside(&self, groups: &mut GroupTable<Group>, id: u64) {
+        if self.take_out(groups, id) {
+            self.metrics.groups_set_aside.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes group `id` from this core's table (false: it was not there),
+    /// answering what waits on it `Unknown`. A save of its snapshot in
+    /// progress ends first; queued ones never run.
+    fn take_out(&self, groups: &mut GroupTable<Group>, id: u64) -> bool {
+        let Some(mut g) = groups.remove(id) else { return false };
+        g.abandon();
+        self.awake.borrow_mut().retain(|&a| a != id);
+        if g.is_leading() {
+            self.metrics.leaders.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.snapshot_writer.release(id);
+        true
     }
 
     /// Snapshots the state machine and compacts the log once enough entries
