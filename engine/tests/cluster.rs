@@ -256,6 +256,10 @@ fn a_snapshot_that_does_not_restore_sets_aside_only_its_group() {
     for group in 2..=4 {
         expect_done(client.put(group, "after", "y"), "a write to another group of node 1");
     }
+    match c.client_of(1).get(1, "before") {
+        Outcome::Failed(e) => assert!(e.contains("set aside"), "{e}"),
+        other => panic!("node 1 answered a read of a group set aside with {other:?}"),
+    }
     c.kill(1);
     c.restart(1);
     c.restart(2);

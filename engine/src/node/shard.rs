@@ -89,6 +89,8 @@ pub struct Shard {
     /// quiesced ones are never touched until something wakes them. Every
     /// group not quiesced is in it once (deleted ones are dropped from it).
     awake: RefCell<Vec<u64>>,
+    /// Groups set aside until the node restarts (`set_aside`).
+    set_aside_groups: RefCell<Vec<u64>>,
     wake: Signal,
     pub peers: HashMap<u64, Rc<PeerLink>>,
     /// Requests for groups of this node's other cores go through it.
@@ -207,6 +209,7 @@ impl Shard {
             entries_held_at_most: Cell::new(entries_held),
             events: RefCell::new(VecDeque::new()),
             awake: RefCell::new(Vec::new()),
+            set_aside_groups: RefCell::new(Vec::new()),
             wake: Signal::default(),
             peers: HashMap::new(),
             forwarder: None,
@@ -450,6 +453,9 @@ impl Shard {
                     }
                 }
             }
+            Event::Client { group, respond, .. } if self.set_aside_groups.borrow().contains(&group) => {
+                respond(Reply::Error(format!("group {group} is set aside on this node until it restarts: its leader's snapshot did not restore")));
+            }
             Event::Client { group, op: Op::CreateGroup, respond } => {
                 if group == 0 || groups.contains_key(group) {
                     return respond(if group == 0 { Reply::Error("group 0 is reserved".into()) } else { Reply::Done });
@@ -600,11 +606,12 @@ impl Shard {
     }
 
     /// Takes group `id` out of service on this node, its other groups going
-    /// on: what waits on it is answered `Unknown`, its messages and requests
-    /// then meet an unknown group. Its WAL records and snapshot stay, so a
+    /// on: what waits on it is answered `Unknown`, its messages then meet an
+    /// unknown group, and requests for it (creating it again too) an error. Its WAL records and snapshot stay, so a
     /// restart recovers it as it was before the ready that failed.
     fn set_aside(&self, groups: &mut GroupTable<Group>, id: u64) {
         if self.take_out(groups, id) {
+            self.set_aside_groups.borrow_mut().push(id);
             self.metrics.groups_set_aside.fetch_add(1, Ordering::Relaxed);
         }
     }
