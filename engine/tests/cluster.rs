@@ -228,9 +228,10 @@ fn hostile_bytes_on_peer_and_client_ports_leave_the_node_serving() {
 }
 
 /// A leader's snapshot that does not restore (here from an impostor that
-/// speaks for a killed peer) takes only its group out of service on the
-/// receiving node: the node's other groups go on, and a restart brings the
-/// group back as it was.
+/// speaks for a killed peer: bytes that are no KV snapshot for group 1, an
+/// empty KV snapshot at index 0 sent as index 1,000 for group 2) takes only
+/// its group out of service on the receiving node: the node's other groups
+/// go on, and a restart brings the groups back as they were.
 #[test]
 fn a_snapshot_that_does_not_restore_sets_aside_only_its_group() {
     use std::io::Write;
@@ -245,15 +246,19 @@ fn a_snapshot_that_does_not_restore_sets_aside_only_its_group() {
     let mut frame = Vec::new();
     encode_handshake(&Handshake { cluster_id: 7, node_id: 2, core: 0, cores: 1, version: engine::node::PEER_PROTOCOL_VERSION }, &mut frame);
     let meta = SnapshotMeta { index: LogIndex(1_000), term: Term(1_000), conf_state: ConfState { voters: vec![NodeId(1), NodeId(2), NodeId(3)], ..Default::default() } };
-    let chunk = MessageBody::SnapshotChunk { meta: Box::new(meta), offset: 0, data: Bytes::from_static(b"not a KV snapshot"), last: true };
-    encode_batch(&[Envelope { group: 1, msg: Message { from: NodeId(2), to: NodeId(1), term: Term(1_000), body: chunk } }], &mut frame);
+    let envelope = |group: u64, data: Bytes| {
+        let chunk = MessageBody::SnapshotChunk { meta: Box::new(meta.clone()), offset: 0, data, last: true };
+        Envelope { group, msg: Message { from: NodeId(2), to: NodeId(1), term: Term(1_000), body: chunk } }
+    };
+    let empty_at_zero = engine::kv::StateMachine::snapshot(&engine::kv::KvStore::new());
+    encode_batch(&[envelope(1, Bytes::from_static(b"not a KV snapshot")), envelope(2, empty_at_zero)], &mut frame);
     let mut impostor = std::net::TcpStream::connect(c.configs[&1].peers[&1]).unwrap();
     impostor.write_all(&frame).unwrap();
-    eventually(Duration::from_secs(10), "group 1 set aside on node 1", || c.metrics(1).groups_set_aside == 1);
+    eventually(Duration::from_secs(10), "groups 1 and 2 set aside on node 1", || c.metrics(1).groups_set_aside == 2);
     drop(impostor);
 
     // Nodes 1 and 3 are a quorum of every other group.
-    for group in 2..=4 {
+    for group in 3..=4 {
         expect_done(client.put(group, "after", "y"), "a write to another group of node 1");
     }
     match c.client_of(1).get(1, "before") {

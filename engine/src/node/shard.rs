@@ -571,7 +571,11 @@ impl Shard {
         }
         let gid = wal::GroupId(g.id);
         if let Some(s) = snapshot {
-            if let Err(e) = g.sm.restore(&s.data) {
+            let restored = g.sm.restore(&s.data).map_err(|e| e.to_string()).and_then(|()| {
+                let applied = g.sm.applied();
+                (applied == s.meta.index).then_some(()).ok_or_else(|| format!("its data is at index {applied}"))
+            });
+            if let Err(e) = restored {
                 tracing::error!("core {}: group {}: the snapshot at {} from its leader does not restore ({e}); the group is set aside on this node until it restarts", self.core, g.id, s.meta.index);
                 return Ok(None);
             }
