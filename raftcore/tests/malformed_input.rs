@@ -5,11 +5,7 @@
 mod scenario_net;
 
 use raftcore::{ConfState, LogIndex, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
-use scenario_net::{config, nid, Net};
-
-fn timeout_ticks(net: &Net) -> u32 {
-    net.node(1).cfg.election_timeout_ticks
-}
+use scenario_net::{config, nid, no_lease_config, Net};
 
 #[test]
 fn a_follower_drops_appends_with_gaps_or_future_terms() {
@@ -41,7 +37,7 @@ fn a_follower_drops_appends_with_gaps_or_future_terms() {
 
     net.clear_filter();
     net.propose(1, "c");
-    let caught_up = net.tick_until(3 * timeout_ticks(&net), |net| net.log_terms(2) == net.log_terms(1));
+    let caught_up = net.tick_until(3 * net.timeout_ticks(1), |net| net.log_terms(2) == net.log_terms(1));
     assert!(caught_up.is_some(), "node 2 never caught up once the appends were sound: {}", net.dump());
 }
 
@@ -65,16 +61,12 @@ fn a_leader_ignores_acknowledgements_beyond_its_log() {
 
     net.clear_filter();
     net.propose(1, "b");
-    let caught_up = net.tick_until(3 * timeout_ticks(&net), |net| net.committed(1) == LogIndex(4) && net.sm(2) == net.sm(1) && net.sm(1).len() == 2);
+    let caught_up = net.tick_until(3 * net.timeout_ticks(1), |net| net.committed(1) == LogIndex(4) && net.sm(2) == net.sm(1) && net.sm(1).len() == 2);
     assert!(caught_up.is_some(), "the group never recovered: {}", net.dump());
 }
 
 fn msg(from: u64, to: u64, term: Term, body: MessageBody) -> Message {
     Message { from: nid(from), to: nid(to), term, body }
-}
-
-fn no_lease_config(n: u64) -> raftcore::Config {
-    raftcore::Config { lease_ticks: 0, ..config(n) }
 }
 
 /// A term near `u64::MAX` would overflow the next campaign; such a message

@@ -6,11 +6,7 @@
 mod scenario_net;
 
 use raftcore::{ChangeOp, ConfChange, ConfChangeError, Config, ConfigError, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError, ReadError, ReadState, Role, Term, Transition};
-use scenario_net::{change, config, ids, is_append, is_leave_joint_entry, nid, paper_config, Net};
-
-fn timeout_ticks(net: &Net, n: u64) -> u32 {
-    net.node(n).cfg.election_timeout_ticks
-}
+use scenario_net::{change, config, ids, is_append, is_leave_joint_entry, nid, no_lease_config, paper_config, Net};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -193,7 +189,7 @@ fn partitioned_candidate_with_prevote_does_not_disturb() {
     net.isolate(3);
     net.propose(1, "while-partitioned");
     let mut tried = false;
-    for _ in 0..5 * timeout_ticks(&net, 3) {
+    for _ in 0..5 * net.timeout_ticks(3) {
         net.tick_all();
         tried |= net.role(3) == Role::PreCandidate;
         assert_eq!(net.term(3), term, "the isolated node's term grew");
@@ -220,7 +216,7 @@ fn check_quorum_leader_steps_down_in_minority() {
     let mut net = Net::new(&[1, 2, 3, 4, 5], config);
     net.elect(1);
     let term = net.term(1);
-    let timeout = timeout_ticks(&net, 1);
+    let timeout = net.timeout_ticks(1);
     net.partition(&[1, 2]);
     net.propose(1, "minority");
 
@@ -286,7 +282,7 @@ fn lease_read_refused_after_losing_quorum() {
     assert!(expired.is_some(), "the lease outlived {lease_ticks} ticks without a quorum");
     net.raw_mut(1).read_index(11).unwrap();
     let mut other_leader_seen = false;
-    for _ in 0..4 * timeout_ticks(&net, 1) {
+    for _ in 0..4 * net.timeout_ticks(1) {
         net.tick_all();
         let other = [2, 3].into_iter().any(|n| net.role(n) == Role::Leader);
         other_leader_seen |= other;
@@ -327,7 +323,7 @@ fn without_reads_followers_answer_only_the_heartbeats_the_leader_needs() {
     };
     let totals = |net: &Net| [2, 3].map(|f| (count(net, 1, f, false), count(net, f, 1, true)));
     let before = totals(&net);
-    for _ in 0..4 * timeout_ticks(&net, 1) {
+    for _ in 0..4 * net.timeout_ticks(1) {
         net.tick_all();
         assert_eq!(net.role(1), Role::Leader, "the leader lost its quorum");
     }
@@ -346,12 +342,6 @@ fn without_reads_followers_answer_only_the_heartbeats_the_leader_needs() {
     for ((sent0, answered0), (sent, answered)) in before.into_iter().zip(totals(&net)) {
         assert!(sent > sent0 && answered - answered0 == sent - sent0, "{} answers to {} heartbeats", answered - answered0, sent - sent0);
     }
-}
-
-fn no_lease_config(n: u64) -> Config {
-    let mut cfg = config(n);
-    cfg.lease_ticks = 0;
-    cfg
 }
 
 /// Without a lease, the leader answers ReadIndex only once a quorum echoed
@@ -488,7 +478,7 @@ fn transfer_aborted_after_election_timeout() {
     let mut net = Net::new(&[1, 2, 3], config);
     net.elect(1);
     let term = net.term(1);
-    let timeout = timeout_ticks(&net, 1);
+    let timeout = net.timeout_ticks(1);
     net.isolate(3);
     net.raw_mut(1).transfer_leader(nid(3)).unwrap();
     for tick in 1..timeout {
@@ -759,7 +749,7 @@ fn auto_leave_retried_after_transfer_aborts() {
     assert_eq!(net.raw(1).raft.lead_transferee, nid(2));
     assert!(!net.log_entries(1).iter().any(is_leave_joint_entry), "the leave was proposed during the transfer");
 
-    let left = net.tick_until(3 * timeout_ticks(&net, 1), |net| [1, 2, 4].into_iter().all(|n| !net.is_joint(n)));
+    let left = net.tick_until(3 * net.timeout_ticks(1), |net| [1, 2, 4].into_iter().all(|n| !net.is_joint(n)));
     assert!(left.is_some(), "the joint configuration was never left\n{}", net.dump());
     assert_eq!((net.role(1), net.raw(1).raft.lead_transferee), (Role::Leader, NodeId::NONE));
     for n in [1, 2, 4] {
@@ -839,7 +829,7 @@ fn unsafe_conf_change_refused() {
 
     // Node 3 goes quiet for longer than an election timeout.
     net.isolate(3);
-    net.ticks(timeout_ticks(&net, 1) + 1);
+    net.ticks(net.timeout_ticks(1) + 1);
     assert_eq!(net.role(1), Role::Leader);
     // {1, 3} would have one live voter of two.
     refuse(&mut net, &change(Transition::Auto, &[(ChangeOp::Remove, 2)]), ConfChangeError::LosesQuorum);

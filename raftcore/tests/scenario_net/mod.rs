@@ -35,6 +35,13 @@ pub fn config(n: u64) -> Config {
     cfg
 }
 
+/// `config` without the leader lease: every read waits for a heartbeat round.
+pub fn no_lease_config(n: u64) -> Config {
+    let mut cfg = config(n);
+    cfg.lease_ticks = 0;
+    cfg
+}
+
 /// Raft as in the paper: no pre-vote, no check-quorum, no lease. A candidate
 /// may campaign at once, and a deposed leader learns of it only from a
 /// message of the higher term.
@@ -180,6 +187,11 @@ impl Net {
 
     pub fn is_up(&self, n: u64) -> bool {
         self.nodes.contains_key(&NodeId(n))
+    }
+
+    /// The election timeout of replica `n`, in ticks.
+    pub fn timeout_ticks(&self, n: u64) -> u32 {
+        self.node(n).cfg.election_timeout_ticks
     }
 
     pub fn node(&self, n: u64) -> &Node {
