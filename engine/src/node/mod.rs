@@ -27,6 +27,10 @@ pub use metrics::{CoreMetrics, MetricsSnapshot};
 use shard::{Event, Shard};
 
 use crate::tasks::TaskSet;
+
+// Every index raftcore accepts from a peer the WAL can write: one it refused
+// would fail the core's submit and stop every group on the core.
+const _: () = assert!(raftcore::limits::LOG_INDEX_MAX <= crate::wal::limits::LOG_INDEX_MAX);
 use crate::transport::peer::{self, PeerLink};
 use crate::transport::wire::Handshake;
 

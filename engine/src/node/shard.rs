@@ -611,8 +611,9 @@ impl Shard {
 
     /// Takes group `id` out of service on this node, its other groups going
     /// on: what waits on it is answered `Unknown`, its messages then meet an
-    /// unknown group, and requests for it (creating it again too) an error. Its WAL records and snapshot stay, so a
-    /// restart recovers it as it was before the ready that failed.
+    /// unknown group, and requests for it (creating it again too) an error.
+    /// Its WAL records and snapshot stay, so a restart recovers it as it was
+    /// before the ready that failed.
     fn set_aside(&self, groups: &mut GroupTable<Group>, id: u64) {
         if self.take_out(groups, id) {
             self.set_aside_groups.borrow_mut().push(id);
