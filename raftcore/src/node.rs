@@ -46,6 +46,15 @@ impl Ready {
     pub fn must_persist(&self) -> bool {
         self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
     }
+
+    /// Whether raftcore waits to hear that this ready is durable: it holds
+    /// entries, a snapshot or messages that may leave only then. When it
+    /// holds none, its hard state must still be written (before or with a
+    /// later ready's), but the driver need not call `on_persisted` for it;
+    /// `on_persisted` of a later ready covers it.
+    pub fn awaits_persisted(&self) -> bool {
+        self.snapshot.is_some() || !self.entries.is_empty() || !self.persisted_messages.is_empty()
+    }
 }
 
 /// What a handed-out `Ready` asked to persist, to settle on `on_persisted`.

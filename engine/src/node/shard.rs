@@ -55,6 +55,21 @@ pub enum Event {
     Stop,
 }
 
+/// What became of a group's ready (`Shard::process_ready`).
+enum Taken {
+    /// Its number, and the messages that leave once it is durable: the
+    /// group is told then (`settle`).
+    AwaitsDurable(u64, Vec<Message>),
+    /// Nothing waits on it being durable (a leader's ready that applies,
+    /// with only a new commit index to write), so the group is not visited
+    /// again for it (`Ready::awaits_persisted`).
+    Done,
+    /// The leader's snapshot in it does not restore, so the group cannot go
+    /// on here; nothing of the ready was kept, and the caller sets the group
+    /// aside (`set_aside`).
+    SetAside,
+}
+
 /// Readies whose persistence completes with one WAL record (or with the
 /// record before them, when they had nothing to write).
 struct Unsettled {
@@ -333,6 +348,7 @@ impl Shard {
                 break;
             }
             let mut readies = Vec::new();
+            let mut readies_taken = 0u64;
             // Records of this iteration submitted before its last one: the
             // iteration's work is durable when the last record is.
             let mut submitted = None;
@@ -345,9 +361,11 @@ impl Shard {
                     let Some(g) = groups.get_mut(id) else { continue };
                     g.scheduled = false;
                     if g.raw.has_ready() {
+                        readies_taken += 1;
                         match self.process_ready(g, &mut batch, &mut submitted, &mut outbox)? {
-                            Some((number, persisted)) => readies.push((id, number, persisted)),
-                            None => set_aside.push(id),
+                            Taken::AwaitsDurable(number, persisted) => readies.push((id, number, persisted)),
+                            Taken::Done => {}
+                            Taken::SetAside => set_aside.push(id),
                         }
                     }
                 }
@@ -357,10 +375,10 @@ impl Shard {
                 }
             }
             outbox.flush(&self.peers);
+            self.metrics.readies.fetch_add(readies_taken, Ordering::Relaxed);
             if readies.is_empty() && batch.is_empty() && submitted.is_none() {
                 continue;
             }
-            self.metrics.readies.fetch_add(readies.len() as u64, Ordering::Relaxed);
             let admin = std::mem::take(&mut admin);
             if !batch.is_empty() {
                 submitted = Some(self.submit(&mut batch)?);
@@ -544,17 +562,14 @@ impl Shard {
     }
 
     /// Takes one group's ready: appends its writes to `batch`, its early
-    /// messages to `outbox`, applies what committed. Returns the ready's
-    /// number and the messages that wait for durability.
+    /// messages to `outbox`, applies what committed.
     ///
     /// Submits `batch` as a WAL record of its own (its seq into `submitted`)
     /// whenever it may outgrow `record_split_bytes`, also within one group.
-    ///
-    /// `None`: the leader's snapshot in the ready does not restore, so the
-    /// group cannot go on here; nothing of the ready was kept, and the caller
-    /// sets the group aside (`set_aside`).
-    fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<Option<(u64, Vec<Message>)>> {
-        let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = g.raw.ready();
+    fn process_ready(&self, g: &mut Group, batch: &mut Batch, submitted: &mut Option<RecordSeq>, outbox: &mut Outbox) -> anyhow::Result<Taken> {
+        let ready = g.raw.ready();
+        let awaited = ready.awaits_persisted();
+        let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = ready;
         if let Some(ss) = soft_state {
             // The count of leaders follows every change (ticks visit only
             // the groups that are awake, so they cannot count them).
@@ -577,7 +592,7 @@ impl Shard {
             });
             if let Err(e) = restored {
                 tracing::error!("core {}: group {}: the snapshot at {} from its leader does not restore ({e}); the group is set aside on this node until it restarts", self.core, g.id, s.meta.index);
-                return Ok(None);
+                return Ok(Taken::SetAside);
             }
             // Durable before the WAL forgets what it covers. It supersedes
             // any save of an older snapshot of the group (one in progress
@@ -606,7 +621,7 @@ impl Shard {
         g.on_read_states(&read_states);
         self.maybe_compact(g);
         self.split_if_full(batch, submitted)?;
-        Ok(Some((number, persisted_messages)))
+        Ok(if awaited { Taken::AwaitsDurable(number, persisted_messages) } else { Taken::Done })
     }
 
     /// Takes group `id` out of service on this node, its other groups going

@@ -32,6 +32,8 @@ impl Faults {
 /// What a replica persists and, once durable, sends: one `Ready`'s worth.
 struct PendingPersist {
     number: u64,
+    /// `Ready::awaits_persisted`: without it, durability is not reported.
+    awaited: bool,
     due_step: u64,
     hard_state: Option<HardState>,
     snapshot: Option<Snapshot>,
@@ -372,8 +374,9 @@ impl Cluster {
             return;
         }
         let rd: Ready = raw.ready();
+        let awaited = rd.awaits_persisted();
         let Ready { number, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states, .. } = rd;
-        node.pending.push_back(PendingPersist { number, due_step, hard_state, snapshot, entries, persisted_messages });
+        node.pending.push_back(PendingPersist { number, awaited, due_step, hard_state, snapshot, entries, persisted_messages });
         let term = raw.raft.term;
         let role = raw.raft.role;
         for m in messages {
@@ -407,7 +410,10 @@ impl Cluster {
             if let Some(hs) = p.hard_state {
                 storage.set_hard_state(hs);
             }
-            raw.on_persisted(p.number);
+            // As the engine does: a ready nothing waits on is not reported.
+            if p.awaited {
+                raw.on_persisted(p.number);
+            }
             for m in p.persisted_messages {
                 self.send(m);
             }
