@@ -40,6 +40,7 @@ pub struct PeerLink {
     addr: SocketAddr,
     hello: Handshake,
     queue: RefCell<Vec<u8>>,
+    encoder: RefCell<wire::Encoder>,
     wake: Signal,
     connected: Cell<bool>,
     stopped: Cell<bool>,
@@ -53,6 +54,7 @@ impl PeerLink {
             addr,
             hello,
             queue: RefCell::new(Vec::new()),
+            encoder: RefCell::default(),
             wake: Signal::default(),
             connected: Cell::new(false),
             stopped: Cell::new(false),
@@ -72,7 +74,7 @@ impl PeerLink {
             m.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        wire::encode_batch(batch, &mut queue);
+        self.encoder.borrow_mut().encode(batch, &mut queue);
         m.frames_sent.fetch_add(1, Ordering::Relaxed);
         let mut by_traffic = [0u64; Traffic::COUNT];
         for e in batch {
@@ -219,9 +221,10 @@ async fn read_peer<F: Fn(u64, Inbound)>(mut stream: TcpStream, expect: Expect, i
 }
 
 async fn read_frames<F: Fn(u64, Inbound)>(mut stream: TcpStream, mut buf: Vec<u8>, mut filled: usize, node: u64, deliver: &F, metrics: &CoreMetrics) -> Result<(), InboundError> {
+    let mut decoder = wire::Decoder::default();
     loop {
         let mut start = 0;
-        while let Decoded::Frame(batch, used) = wire::decode_batch(&buf[start..filled])? {
+        while let Decoded::Frame(batch, used) = decoder.decode(&buf[start..filled])? {
             start += used;
             metrics.frames_received.fetch_add(1, Ordering::Relaxed);
             deliver(node, Inbound::Batch(batch));

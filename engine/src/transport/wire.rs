@@ -3,8 +3,10 @@
 //! A connection opens with a fixed 40-byte handshake; then every frame
 //! (`crate::framing`: length, CRC32C, body) carries one batch: all messages
 //! of one loop iteration for that peer, archived with rkyv. Entry and
-//! snapshot payloads sit in one blob that decoding hands out as slices of the
-//! received frame, so payloads are copied once off the socket and never again.
+//! snapshot payloads sit in one blob, which decoding copies once into memory
+//! of its own and hands out as slices. A link encodes with an `Encoder` and a
+//! connection decodes with a `Decoder`, which keep their buffers between
+//! frames; the archive is written straight behind its frame header.
 
 use bytes::Bytes;
 use raftcore::{ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId, RejectHint, SnapshotMeta, Term};
@@ -150,6 +152,12 @@ fn ids(list: &[NodeId]) -> Vec<u64> {
 }
 
 impl WireBatch {
+    fn clear(&mut self) {
+        self.messages.clear();
+        self.entries.clear();
+        self.data.clear();
+    }
+
     fn push_data(&mut self, bytes: &[u8]) -> (u32, u32) {
         let offset = self.data.len();
         self.data.extend_from_slice(bytes);
@@ -198,32 +206,91 @@ impl WireBatch {
     }
 }
 
-/// Appends one frame holding `batch` to `out`.
+/// Appends one frame holding `batch` to `out`. A link that sends many
+/// frames keeps an `Encoder` instead.
 pub fn encode_batch(batch: &[Envelope], out: &mut Vec<u8>) {
-    let mut wire = WireBatch::default();
-    for env in batch {
-        wire.push(env);
-    }
-    let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&wire).expect("serializing into memory does not fail");
-    let start = begin_frame(out);
-    out.extend_from_slice(&archived);
-    finish_frame(out, start);
+    Encoder::default().encode(batch, out);
 }
 
-/// Decodes the first frame in `buf`: its messages and the bytes it used.
+/// Decodes the first frame in `buf`: its messages and the bytes it used. A
+/// connection that receives many frames keeps a `Decoder` instead.
 pub fn decode_batch(buf: &[u8]) -> Result<Decoded<Vec<Envelope>>, WireError> {
-    let (body, used) = match take_frame(buf, FRAME_BYTES_MAX)? {
-        Decoded::NeedMore => return Ok(Decoded::NeedMore),
-        Decoded::Frame(body, used) => (body, used),
-    };
-    // rkyv reads archives in place from 16-byte-aligned memory; the frame
-    // sits anywhere in the receive buffer, so it moves once.
-    let mut aligned = AlignedVec::<16>::with_capacity(body.len());
-    aligned.extend_from_slice(body);
-    let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&aligned).map_err(|e| WireError::Structure(e.to_string()))?;
-    let envelopes = to_envelopes(archived)?;
-    Ok(Decoded::Frame(envelopes, used))
+    Decoder::default().decode(buf)
 }
+
+/// Encodes frames, keeping its buffers from one frame to the next.
+#[derive(Default)]
+pub struct Encoder {
+    wire: WireBatch,
+}
+
+impl Encoder {
+    /// Appends one frame holding `batch` to `out`; the archive is written in
+    /// place behind the frame header, not built apart and copied.
+    pub fn encode(&mut self, batch: &[Envelope], out: &mut Vec<u8>) {
+        self.wire.clear();
+        for env in batch {
+            self.wire.push(env);
+        }
+        let start = begin_frame(out);
+        let body = FrameBody { out, body_start: start + framing::FRAME_HEADER_BYTES };
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.wire, body).expect("serializing into memory does not fail");
+        finish_frame(out, start);
+        if self.wire.data.capacity() > CODER_KEPT_BYTES_MAX {
+            self.wire = WireBatch::default();
+        }
+    }
+}
+
+/// Writes an archive at the end of a buffer of frames: positions count from
+/// the frame body's start, as the reader sees them.
+struct FrameBody<'a> {
+    out: &'a mut Vec<u8>,
+    body_start: usize,
+}
+
+impl rkyv::ser::Positional for FrameBody<'_> {
+    fn pos(&self) -> usize {
+        self.out.len() - self.body_start
+    }
+}
+
+impl<E> rkyv::ser::Writer<E> for FrameBody<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Decodes frames, keeping its buffer from one frame to the next.
+#[derive(Default)]
+pub struct Decoder {
+    /// rkyv reads archives in place from 16-byte-aligned memory; a frame
+    /// sits anywhere in the receive buffer, so its body moves here once.
+    aligned: AlignedVec<16>,
+}
+
+impl Decoder {
+    /// Decodes the first frame in `buf`: its messages and the bytes it used.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Decoded<Vec<Envelope>>, WireError> {
+        let (body, used) = match take_frame(buf, FRAME_BYTES_MAX)? {
+            Decoded::NeedMore => return Ok(Decoded::NeedMore),
+            Decoded::Frame(body, used) => (body, used),
+        };
+        self.aligned.clear();
+        self.aligned.extend_from_slice(body);
+        let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&self.aligned).map_err(|e| WireError::Structure(e.to_string()))?;
+        let envelopes = to_envelopes(archived)?;
+        if self.aligned.capacity() > CODER_KEPT_BYTES_MAX {
+            self.aligned = AlignedVec::new();
+        }
+        Ok(Decoded::Frame(envelopes, used))
+    }
+}
+
+/// An encoder or decoder keeps at most this much between frames: a rare
+/// large frame (snapshot chunks) does not hold its size for the link's life.
+const CODER_KEPT_BYTES_MAX: usize = 1 << 20;
 
 fn to_envelopes(b: &ArchivedWireBatch) -> Result<Vec<Envelope>, WireError> {
     if b.messages.len() > FRAME_MESSAGES_MAX {
@@ -351,6 +418,31 @@ mod tests {
             Decoded::Frame(got, _) => assert_eq!(got, batch[..2].to_vec()),
             Decoded::NeedMore => panic!("second frame present"),
         }
+    }
+
+    /// A link's encoder and a connection's decoder keep their buffers from
+    /// frame to frame, through one larger than they keep.
+    #[test]
+    fn one_encoder_and_one_decoder_carry_frames_of_any_size_in_turn() {
+        let entry = |i: u64| Entry { term: Term(7), index: LogIndex(i), kind: EntryKind::Normal, data: Bytes::from(vec![i as u8; 700 << 10]) };
+        let append = MessageBody::Append { prev_index: LogIndex(10), prev_term: Term(7), entries: (11..14).map(entry).collect(), commit: LogIndex(9) };
+        let big = vec![Envelope { group: 3, msg: Message { from: NodeId(1), to: NodeId(2), term: Term(7), body: append } }];
+        let frames = [sample()[1..].to_vec(), big.clone(), sample(), sample()[..1].to_vec(), big, sample()];
+        let (mut encoder, mut buf) = (Encoder::default(), Vec::new());
+        for f in &frames {
+            encoder.encode(f, &mut buf);
+        }
+        let (mut decoder, mut at) = (Decoder::default(), 0);
+        for f in &frames {
+            match decoder.decode(&buf[at..]).unwrap() {
+                Decoded::Frame(got, used) => {
+                    assert_eq!(&got, f);
+                    at += used;
+                }
+                Decoded::NeedMore => panic!("frame present"),
+            }
+        }
+        assert_eq!(at, buf.len());
     }
 
     #[test]
