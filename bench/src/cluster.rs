@@ -6,7 +6,7 @@
 //! every node, so a run with `--cores 2` keeps two busy executors, not six.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
@@ -39,25 +39,9 @@ pub struct EmbeddedShape {
     pub log_entries_in_memory_max: u64,
 }
 
-/// `cores` loopback ports in a row, free right now.
-fn free_port_run(cores: u32) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if u32::from(base) + cores >= 65_535 {
-            continue;
-        }
-        if (1..cores as u16).all(|k| TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    anyhow::bail!("found no run of {cores} free loopback ports")
-}
-
 pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BTreeMap<u64, NodeConfig>> {
-    let mut peers = BTreeMap::new();
-    for id in 1..=shape.nodes {
-        peers.insert(id, SocketAddr::from(([127, 0, 0, 1], free_port_run(shape.cores)?)));
-    }
+    let bases = engine::loopback::free_port_runs(shape.nodes as usize, shape.cores as u16).context("choosing the nodes' peer ports")?;
+    let peers: BTreeMap<u64, SocketAddr> = (1..=shape.nodes).zip(bases).map(|(id, base)| (id, SocketAddr::from(([127, 0, 0, 1], base)))).collect();
     let configs = (1..=shape.nodes)
         .map(|id| {
             let cfg = NodeConfig {

@@ -5,6 +5,7 @@ pub mod client;
 pub mod framing;
 pub mod group_table;
 pub mod kv;
+pub mod loopback;
 pub mod node;
 pub mod signal;
 pub mod tasks;

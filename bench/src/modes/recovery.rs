@@ -151,7 +151,7 @@ fn node_config(args: &RecoveryArgs, data_dir: &Path, sync: bool) -> anyhow::Resu
     let mut peers = BTreeMap::new();
     peers.insert(
         1,
-        SocketAddr::from(([127, 0, 0, 1], free_port_run(args.cores)?)),
+        SocketAddr::from(([127, 0, 0, 1], engine::loopback::free_port_runs(1, args.cores as u16)?[0])),
     );
     Ok(NodeConfig {
         node_id: 1,
@@ -169,22 +169,6 @@ fn node_config(args: &RecoveryArgs, data_dir: &Path, sync: bool) -> anyhow::Resu
         wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
         wal_rewrite_after_segments: None,
     })
-}
-
-/// `cores` loopback ports in a row, free right now.
-fn free_port_run(cores: u32) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        if u32::from(base) + cores >= 65_535 {
-            continue;
-        }
-        if (1..cores as u16).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    anyhow::bail!("found no run of {cores} free loopback ports")
 }
 
 fn start_node(

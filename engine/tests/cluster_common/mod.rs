@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,6 @@ pub struct TestCluster {
     pub configs: BTreeMap<u64, NodeConfig>,
     pub nodes: BTreeMap<u64, Cluster>,
     pub client_addrs: BTreeMap<u64, Vec<SocketAddr>>,
-}
-
-/// A loopback port free right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn data_root() -> PathBuf {
@@ -41,17 +36,9 @@ impl TestCluster {
     pub fn start_with(groups: u64, cores: u32, tweak: impl Fn(&mut NodeConfig)) -> TestCluster {
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
         let dir = tempfile::tempdir_in(data_root()).unwrap();
-        let mut peers = BTreeMap::new();
-        for id in 1..=3u64 {
-            // Cores take consecutive ports from the base.
-            let base = loop {
-                let p = free_port();
-                if (1..cores as u16).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
-                    break p;
-                }
-            };
-            peers.insert(id, SocketAddr::from(([127, 0, 0, 1], base)));
-        }
+        // Cores take consecutive ports from their node's base.
+        let bases = engine::loopback::free_port_runs(3, cores as u16).unwrap();
+        let peers: BTreeMap<u64, SocketAddr> = (1..=3u64).zip(bases).map(|(id, base)| (id, SocketAddr::from(([127, 0, 0, 1], base)))).collect();
         let mut configs = BTreeMap::new();
         for id in 1..=3u64 {
             let cfg = NodeConfig {
