@@ -188,16 +188,33 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// For a rejected append: the largest index at or below `index` whose
-    /// term is at most `term` — where the two logs may agree.
+    /// term is at most `term` — where the two logs may agree — or, when even
+    /// the oldest known term is above `term`, the index before it (with term
+    /// 0). Terms never fall along a log, so the entries with a term at most
+    /// `term` are a prefix of it, found by bisection: a peer's hint may name
+    /// a term far below the end of a long log, and a walk back one entry at
+    /// a time cost as many steps as entries above it.
     pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
-        let mut index = index.min(self.last_index());
-        loop {
-            match self.term(index) {
-                Ok(t) if t > term => index = index.prev(),
-                Ok(t) => return (index, t),
-                Err(_) => return (index, Term::ZERO),
+        let mut hi = index.min(self.last_index());
+        // The oldest index whose term is known.
+        let mut lo = self.first_index().prev();
+        if hi < lo {
+            return (hi, Term::ZERO);
+        }
+        match self.term(lo) {
+            Ok(t) if t <= term => {}
+            Ok(_) => return (lo.prev(), Term::ZERO),
+            Err(_) => return (lo, Term::ZERO),
+        }
+        // Invariant: term(lo) <= term, and every index above hi is above it.
+        while lo < hi {
+            let mid = lo.plus((hi.get() - lo.get()).div_ceil(2));
+            match self.term(mid) {
+                Ok(t) if t <= term => lo = mid,
+                _ => hi = mid.prev(),
             }
         }
+        (lo, self.term(lo).unwrap_or(Term::ZERO))
     }
 
     pub fn commit_to(&mut self, index: LogIndex) {
