@@ -193,7 +193,7 @@ impl<S: Storage> RaftLog<S> {
     /// 0). Terms never fall along a log, so the entries with a term at most
     /// `term` are a prefix of it, found by bisection: a peer's hint may name
     /// a term far below the end of a long log, and a walk back one entry at
-    /// a time cost as many steps as entries above it.
+    /// a time costs as many steps as there are entries above it.
     pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
         let mut hi = index.min(self.last_index());
         // The oldest index whose term is known.

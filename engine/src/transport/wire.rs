@@ -158,6 +158,12 @@ impl WireBatch {
         self.data.clear();
     }
 
+    /// Bytes its vectors hold, used or not.
+    fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.messages.capacity() * size_of::<WireMessage>() + self.entries.capacity() * size_of::<WireEntry>() + self.data.capacity()
+    }
+
     fn push_data(&mut self, bytes: &[u8]) -> (u32, u32) {
         let offset = self.data.len();
         self.data.extend_from_slice(bytes);
@@ -236,7 +242,7 @@ impl Encoder {
         let body = FrameBody { out, body_start: start + framing::FRAME_HEADER_BYTES };
         rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.wire, body).expect("serializing into memory does not fail");
         finish_frame(out, start);
-        if self.wire.data.capacity() > CODER_KEPT_BYTES_MAX {
+        if self.wire.capacity_bytes() > CODER_KEPT_BYTES_MAX {
             self.wire = WireBatch::default();
         }
     }
