@@ -375,13 +375,26 @@ impl<S: Storage> Raft<S> {
 
     fn handle_vote_request(&mut self, m: &Message, pre: bool, last_index: LogIndex, last_term: Term) {
         let can_vote = self.vote == m.from || (self.vote.is_none() && self.leader.is_none()) || (pre && m.term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term) && !self.yields_pre_vote_tie(m, pre, last_index, last_term);
         let term = if granted { m.term } else { self.term };
         self.send(m.from, term, MessageBody::VoteResponse { pre, granted });
         if granted && !pre {
             self.election_elapsed = 0;
             self.vote = m.from;
         }
+    }
+
+    /// Two replicas whose election timers ran out in the same tick would
+    /// grant each other's pre-vote, then each vote for itself: a split vote,
+    /// and another timeout before either tries again. So a pre-candidate
+    /// keeps its pre-vote from another pre-candidate for the same term whose
+    /// log is the same as its own when that one has the higher id (the lower
+    /// id's pre-vote it grants). Where the pre-vote needs the other's grant
+    /// (two replicas of three left), only the lower id goes on, and wins. A
+    /// longer log is granted as ever, whatever its id. A pre-vote binds
+    /// nobody, so this changes liveness only, and only in such ties.
+    fn yields_pre_vote_tie(&self, m: &Message, pre: bool, last_index: LogIndex, last_term: Term) -> bool {
+        pre && self.role == Role::PreCandidate && m.term == self.term.next() && m.from > self.id && (last_index, last_term) == (self.log.last_index(), self.log.last_term())
     }
 
     fn handle_vote_response(&mut self, m: &Message, pre: bool, granted: bool) {

@@ -178,6 +178,41 @@ fn stale_leader_rejoining() {
     assert_eq!(net.role(2), Role::Leader);
 }
 
+/// Two replicas whose election timers run out in the same tick (one in ten
+/// at 10..20 ticks) used to split the vote: each granted the other's
+/// pre-vote, then voted for itself, and both waited out another timeout (a
+/// failover of 351 groups ended with stragglers at 3-5 s). Of two
+/// pre-candidates with the same log, only the lower id gets the other's
+/// pre-vote, so one election decides it.
+#[test]
+fn simultaneous_campaigns_with_equal_logs_elect_the_lower_id_at_once() {
+    let mut net = Net::new(&[1, 2, 3], config);
+    net.elect(1);
+    net.propose(1, "c1");
+    net.stabilize();
+    net.isolate(1);
+    let term = net.term(2);
+    net.campaign(3);
+    net.campaign(2);
+    net.stabilize();
+    assert_eq!((net.role(2), net.term(2)), (Role::Leader, term.next()), "{}", net.dump());
+    assert_eq!((net.role(3), net.leader_of(3)), (Role::Follower, 2));
+
+    // A longer log still wins over a lower id: 3 holds an entry 2 missed.
+    let mut net = Net::new(&[1, 2, 3], config);
+    net.elect(1);
+    net.cut_from(1, &[2]);
+    net.propose(1, "c1");
+    net.stabilize();
+    assert!(net.last_index(3) > net.last_index(2));
+    net.isolate(1);
+    let term = net.term(3);
+    net.campaign(3);
+    net.campaign(2);
+    net.stabilize();
+    assert_eq!((net.role(3), net.term(3)), (Role::Leader, term.next()), "{}", net.dump());
+}
+
 /// Thesis §9.6: with pre-vote, a partitioned node cannot win a pre-vote, so
 /// its term does not grow; when the partition heals it rejoins as a
 /// follower and the leader keeps its term and leadership.
