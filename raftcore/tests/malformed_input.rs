@@ -111,10 +111,7 @@ fn a_snapshot_with_a_broken_membership_is_dropped() {
 /// every later read without a quorum; it is ignored.
 #[test]
 fn an_answer_to_a_future_heartbeat_round_confirms_no_read() {
-    let mut net = Net::new(&[1, 2, 3], no_lease_config);
-    net.elect(1);
-    net.propose(1, "a");
-    net.stabilize();
+    let mut net = Net::with_entry(&[1, 2, 3], no_lease_config, "a");
     let term = net.term(1);
     net.raw_mut(1).step(msg(2, 1, term, MessageBody::HeartbeatResponse { round: u64::MAX }));
     net.isolate(1);

@@ -143,10 +143,7 @@ fn figure8_commit_after_own_term_entry() {
 /// entries are overwritten by the new leader's log.
 #[test]
 fn stale_leader_rejoining() {
-    let mut net = Net::new(&[1, 2, 3], paper_config);
-    net.elect(1);
-    net.propose(1, "c1");
-    net.stabilize();
+    let mut net = Net::with_entry(&[1, 2, 3], paper_config, "c1");
     let committed = net.committed(1);
 
     net.isolate(1);
@@ -186,10 +183,7 @@ fn stale_leader_rejoining() {
 /// pre-vote, so one election decides it.
 #[test]
 fn simultaneous_campaigns_with_equal_logs_elect_the_lower_id_at_once() {
-    let mut net = Net::new(&[1, 2, 3], config);
-    net.elect(1);
-    net.propose(1, "c1");
-    net.stabilize();
+    let mut net = Net::with_entry(&[1, 2, 3], config, "c1");
     net.isolate(1);
     let term = net.term(2);
     net.campaign(3);

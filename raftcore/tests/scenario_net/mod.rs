@@ -154,6 +154,16 @@ impl Net {
         net
     }
 
+    /// `new`, with node 1 elected and `entry` proposed by it and committed
+    /// everywhere.
+    pub fn with_entry(voters: &[u64], make_cfg: fn(u64) -> Config, entry: &str) -> Net {
+        let mut net = Net::new(voters, make_cfg);
+        net.elect(1);
+        net.propose(1, entry);
+        net.stabilize();
+        net
+    }
+
     /// A replica that is not a member yet: empty log, no membership; it
     /// catches up by snapshot once a membership change adds it.
     pub fn add_node(&mut self, cfg: Config) {
