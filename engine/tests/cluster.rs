@@ -316,6 +316,15 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
     let mut client = c.client();
     expect_done(client.put(5000, "k", "v"), "the empty group survived restarts");
     expect_done(client.put(2, "k", "v"), "configured groups are still there");
+    // Deleting a group no node has (again) writes nothing; it is answered
+    // even by cores that have nothing else to do.
+    let readies = |c: &TestCluster| (1..=3).map(|id| c.metrics(id).readies).sum::<u64>();
+    eventually(Duration::from_secs(30), "the cores to go idle", || {
+        let before = readies(&c);
+        std::thread::sleep(Duration::from_millis(500));
+        readies(&c) == before
+    });
+    expect_done(client.delete_group(1001), "deleting a deleted group on idle cores");
 }
 
 /// Segment files in every core's WAL of node `id`.

@@ -376,7 +376,10 @@ impl Shard {
             }
             outbox.flush(&self.peers);
             self.metrics.readies.fetch_add(readies_taken, Ordering::Relaxed);
-            if readies.is_empty() && batch.is_empty() && submitted.is_none() {
+            // Admin answers with nothing to write (deleting a group this
+            // core does not have) settle like the rest, not only once some
+            // other work comes along.
+            if readies.is_empty() && batch.is_empty() && submitted.is_none() && admin.is_empty() {
                 continue;
             }
             let admin = std::mem::take(&mut admin);
