@@ -27,12 +27,12 @@ pub use metrics::{CoreMetrics, MetricsSnapshot};
 use shard::{Event, Shard};
 
 use crate::tasks::TaskSet;
+use crate::transport::peer::{self, PeerLink};
+use crate::transport::wire::Handshake;
 
 // Every index raftcore accepts from a peer the WAL can write: one it refused
 // would fail the core's submit and stop every group on the core.
 const _: () = assert!(raftcore::limits::LOG_INDEX_MAX <= crate::wal::limits::LOG_INDEX_MAX);
-use crate::transport::peer::{self, PeerLink};
-use crate::transport::wire::Handshake;
 
 /// io_memory registered per executor (memlock is small on many machines).
 const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
