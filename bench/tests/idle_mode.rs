@@ -45,6 +45,7 @@ fn idle_mode_elects_and_measures() {
         "idle_cpu_sys_s",
         "idle_frames_sent",
         "idle_heartbeat_frames",
+        "idle_keepalive_frames",
         "idle_wal_syncs",
         "rss_per_group_replica_bytes",
         "cpu_user_s",

@@ -1,12 +1,13 @@
 //! Three real nodes on loopback (TCP, fsynced WALs): elections across many
-//! groups, replication, reads, a crash and restart, leader failover, and
-//! hostile bytes on the peer and client ports.
+//! groups, replication, reads, a crash and restart, leader failover, a node
+//! partitioned and healed, and hostile bytes on the peer and client ports.
 
 mod cluster_common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use cluster_common::relay::Break;
 use cluster_common::{eventually, expect_done, TestCluster};
 use engine::client::proto::{Consistency, Op, Reply};
 use engine::client::Outcome;
@@ -478,4 +479,86 @@ fn a_write_just_before_quiescence_deposes_no_leader() {
     // More than an election timeout (10 to 20 ticks) for a follower left behind.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(stepdowns(&c), before, "leaders were deposed although every node stayed up");
+}
+
+/// Node `x`, leader of group 1, loses its peers (`how`) while every group
+/// rests. The others elect leaders for the groups `x` led and take writes;
+/// `x` serves no linearizable read meanwhile. Once the network heals, `x`
+/// catches up every group (group 1 by snapshot: the others compacted past
+/// what `x` has) and deposes no leader: pre-vote keeps its term where it was.
+fn a_partitioned_node_catches_up_and_deposes_no_leader(how: Break) {
+    let groups = 24;
+    let c = TestCluster::start_relayed(groups, 2, |_| {});
+    let leaders = |c: &TestCluster| (1..=3).map(|id| c.metrics(id).leaders).sum::<u64>();
+    eventually(Duration::from_secs(30), "a leader for every group", || leaders(&c) == groups);
+    let mut client = c.client();
+    for g in 1..=groups {
+        expect_done(client.put(g, "k", value(g, 0)), "put before the partition");
+    }
+    let x = client.leader_of(1).expect("group 1 answered");
+    let others: Vec<u64> = (1..=3).filter(|&id| id != x).collect();
+    eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
+    // Resting groups send nothing; the links' keepalives show that every
+    // node is still there (the silence timeout is 20 ticks: 1 s in tests).
+    std::thread::sleep(Duration::from_millis(1500));
+    let silent = |c: &TestCluster, ids: &[u64]| ids.iter().map(|&id| c.metrics(id).peers_silent).sum::<u64>();
+    assert_eq!(silent(&c, &[1, 2, 3]), 0, "an idle peer counted lost");
+
+    c.partition(x, how);
+    // Past the compaction interval (64 entries in tests).
+    let mut acked = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 1..=150u64 {
+        assert!(started.elapsed() < Duration::from_secs(60), "group 1 without node {x}: only {} writes acknowledged in 60 s", acked.len());
+        match client.put(1, format!("k{i}"), value(1, i)) {
+            Outcome::Ok(Reply::Done) => acked.push(i),
+            Outcome::Unknown(_) | Outcome::Failed(_) => {}
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    assert!(acked.len() >= 100, "group 1 took writes without node {x}: {} of 150 acknowledged", acked.len());
+    if how == Break::BlackHole {
+        // Only the silence told them.
+        assert!(silent(&c, &others) > 0, "the others counted node {x} lost");
+    }
+    // A write may end unknown while its leader is cut off; written again it
+    // is the same write.
+    for g in 2..=groups {
+        let mut tries = 0;
+        while client.put(g, "after", value(g, 1)) != Outcome::Ok(Reply::Done) {
+            tries += 1;
+            assert!(tries < 5, "group {g} took no write without node {x}");
+        }
+    }
+    let stale = c.client_of(x).call(1, Op::Get { key: Bytes::from("k150"), consistency: Consistency::Linearizable });
+    assert!(!matches!(stale, Outcome::Ok(_)), "node {x}, cut off, answered a linearizable read: {stale:?}");
+    let stepdowns = |c: &TestCluster| others.iter().map(|&id| c.metrics(id).leader_stepdowns).sum::<u64>();
+    let stepdowns_before = stepdowns(&c);
+
+    c.heal();
+    let last = *acked.last().unwrap();
+    eventually(Duration::from_secs(30), "node x caught up every group", || {
+        stale_get(&c, x, 1, &format!("k{last}")) == Outcome::Ok(Reply::Value(Some(value(1, last))))
+            && (2..=groups).all(|g| stale_get(&c, x, g, "after") == Outcome::Ok(Reply::Value(Some(value(g, 1)))))
+    });
+    assert!(c.metrics(x).snapshots_installed > 0, "node {x} caught up group 1 by snapshot: {:?}", c.metrics(x));
+    // More than an election timeout (10 to 20 ticks of 50 ms) after it rejoined.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stepdowns(&c), stepdowns_before, "node {x} deposed leaders when it rejoined");
+    assert_eq!(leaders(&c), groups);
+    for i in acked {
+        assert_eq!(client.get(1, format!("k{i}")), Outcome::Ok(Reply::Value(Some(value(1, i)))), "acknowledged write {i} lost");
+    }
+}
+
+#[test]
+fn a_node_cut_off_catches_up_and_deposes_no_leader() {
+    a_partitioned_node_catches_up_and_deposes_no_leader(Break::Cut);
+}
+
+/// As above, but nothing tells anyone that the network is gone: no
+/// connection closes, bytes just stop arriving.
+#[test]
+fn a_node_behind_a_black_hole_catches_up_and_deposes_no_leader() {
+    a_partitioned_node_catches_up_and_deposes_no_leader(Break::BlackHole);
 }

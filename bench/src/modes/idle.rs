@@ -189,6 +189,7 @@ fn report(args: &IdleArgs, out: &mut Outcome, m: &Measured, rss_before_bytes: u6
     let t = &m.traffic;
     out.set("idle_frames_sent", t.frames_sent);
     out.set("idle_heartbeat_frames", t.heartbeat_frames);
+    out.set("idle_keepalive_frames", t.keepalive_frames);
     out.set("idle_messages_sent", t.messages_sent);
     out.set("idle_readies", t.readies);
     out.set("idle_wal_syncs", t.wal_syncs);
@@ -221,8 +222,8 @@ fn report(args: &IdleArgs, out: &mut Outcome, m: &Measured, rss_before_bytes: u6
         format::bytes(rss_groups_bytes / replicas)
     ));
     out.say(format!(
-        "idle wire   {} frames ({} heartbeat-only), {} messages, {} WAL syncs in the window",
-        t.frames_sent, t.heartbeat_frames, t.messages_sent, t.wal_syncs
+        "idle wire   {} frames ({} heartbeat-only), {} messages, {} keepalive frames, {} WAL syncs in the window",
+        t.frames_sent, t.heartbeat_frames, t.messages_sent, t.keepalive_frames, t.wal_syncs
     ));
 }
 
@@ -240,6 +241,7 @@ pub fn cluster_metrics(embedded: &Embedded) -> MetricsSnapshot {
         s.wal_records += m.wal_records;
         s.wal_syncs += m.wal_syncs;
         s.frames_sent += m.frames_sent;
+        s.keepalive_frames += m.keepalive_frames;
         s.heartbeat_frames += m.heartbeat_frames;
         s.messages_sent += m.messages_sent;
         s.frames_received += m.frames_received;
@@ -258,6 +260,7 @@ fn delta(b: &MetricsSnapshot, a: &MetricsSnapshot) -> MetricsSnapshot {
         wal_records: b.wal_records.saturating_sub(a.wal_records),
         wal_syncs: b.wal_syncs.saturating_sub(a.wal_syncs),
         frames_sent: b.frames_sent.saturating_sub(a.frames_sent),
+        keepalive_frames: b.keepalive_frames.saturating_sub(a.keepalive_frames),
         heartbeat_frames: b.heartbeat_frames.saturating_sub(a.heartbeat_frames),
         messages_sent: b.messages_sent.saturating_sub(a.messages_sent),
         frames_received: b.frames_received.saturating_sub(a.frames_received),

@@ -236,6 +236,15 @@ impl NodeConfig {
         Duration::from_millis(self.tick_ms)
     }
 
+    /// How long a peer may send nothing before this node counts it lost:
+    /// twice the shortest election timeout (2 s at the default tick), so
+    /// that the groups it led while at rest elect another leader about as
+    /// fast as busy ones do, and a few late keepalives do not count.
+    pub fn peer_liveness(&self) -> crate::transport::peer::Liveness {
+        let ticks = 2 * super::shard::ELECTION_TIMEOUT_TICKS;
+        crate::transport::peer::Liveness { silence_timeout: self.tick() * ticks }
+    }
+
     pub fn voters(&self) -> Vec<NodeId> {
         self.peers.keys().map(|&id| NodeId(id)).collect()
     }

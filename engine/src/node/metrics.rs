@@ -14,6 +14,7 @@ pub struct CoreMetrics {
     /// 1 while the core's WAL waits for disk space (`Wal::disk_full`).
     pub wal_disk_full: AtomicU64,
     pub frames_sent: AtomicU64,
+    pub keepalive_frames: AtomicU64,
     pub heartbeat_frames: AtomicU64,
     pub messages_sent: AtomicU64,
     /// Messages sent, by what they do (indexed by `Traffic as usize`).
@@ -21,6 +22,7 @@ pub struct CoreMetrics {
     pub frames_received: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub peers_silent: AtomicU64,
     pub unknown_group_messages: AtomicU64,
     pub snapshots: AtomicU64,
     pub snapshots_installed: AtomicU64,
@@ -47,6 +49,9 @@ pub struct MetricsSnapshot {
     /// tick: their writes that need it wait until space is freed.
     pub wal_disk_full_cores: u64,
     pub frames_sent: u64,
+    /// Empty frames of links that had nothing else to send (not in
+    /// `frames_sent`).
+    pub keepalive_frames: u64,
     /// Frames that carried only heartbeats and their responses.
     pub heartbeat_frames: u64,
     pub messages_sent: u64,
@@ -56,6 +61,9 @@ pub struct MetricsSnapshot {
     pub frames_received: u64,
     pub frames_dropped: u64,
     pub connections_refused: u64,
+    /// Inbound peer connections closed because nothing came for the
+    /// silence timeout (the peer counted lost until it is heard again).
+    pub peers_silent: u64,
     pub unknown_group_messages: u64,
     /// Snapshots of the core's own compactions saved.
     pub snapshots: u64,
@@ -93,6 +101,7 @@ impl MetricsSnapshot {
             s.wal_records += get(&m.wal_records);
             s.wal_syncs += get(&m.wal_syncs);
             s.wal_disk_full_cores += get(&m.wal_disk_full);
+            s.keepalive_frames += get(&m.keepalive_frames);
             s.frames_sent += get(&m.frames_sent);
             s.heartbeat_frames += get(&m.heartbeat_frames);
             s.messages_sent += get(&m.messages_sent);
@@ -102,6 +111,7 @@ impl MetricsSnapshot {
             s.frames_received += get(&m.frames_received);
             s.frames_dropped += get(&m.frames_dropped);
             s.connections_refused += get(&m.connections_refused);
+            s.peers_silent += get(&m.peers_silent);
             s.unknown_group_messages += get(&m.unknown_group_messages);
             s.snapshots += get(&m.snapshots);
             s.snapshots_installed += get(&m.snapshots_installed);

@@ -161,9 +161,12 @@ impl Outbox {
     }
 }
 
+/// A group's election timeout: this many ticks and up to as many more.
+pub const ELECTION_TIMEOUT_TICKS: u32 = 10;
+
 pub fn raft_config(node: u64) -> Config {
     let mut cfg = Config::new(NodeId(node));
-    cfg.election_timeout_ticks = 10;
+    cfg.election_timeout_ticks = ELECTION_TIMEOUT_TICKS;
     // Under load a busy group's heartbeats were half of all its messages
     // (about 10 per write at 2 ticks, 7.5 at 4). Four ticks still renew the
     // lease (8 ticks from a round's send) and leave each follower at least

@@ -7,6 +7,13 @@
 //! while a peer is unreachable its frames are dropped, never queued without
 //! bound. A bad handshake or frame closes that connection with a logged
 //! error; the node goes on.
+//!
+//! A peer can also fall silent without any connection closing: a network
+//! that drops every packet, a frozen host. So a link with nothing to send
+//! for a while sends an empty frame, and a connection that brings nothing
+//! for longer than `Liveness::silence_timeout` is closed as if the peer had
+//! closed it (`Inbound::Lost`): the groups resting under that peer's
+//! leadership then wake and elect another leader.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
@@ -34,29 +41,52 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Receive buffer growth step.
 const READ_CHUNK_BYTES: usize = 256 << 10;
 
+/// How long a peer may stay silent before it counts as lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// An inbound connection that brings not one byte for this long is
+    /// closed and its peer reported lost; an outbound one whose frames
+    /// cannot be written for this long is closed and dialled again.
+    pub silence_timeout: Duration,
+}
+
+impl Liveness {
+    /// How long a link stays quiet before it sends an empty frame: a
+    /// quarter of the timeout, so a few can be late without the peer
+    /// counting this node lost.
+    pub fn keepalive_interval(&self) -> Duration {
+        self.silence_timeout / 4
+    }
+}
+
 /// The sending side towards one peer core.
 pub struct PeerLink {
     pub node: u64,
     addr: SocketAddr,
     hello: Handshake,
+    liveness: Liveness,
     queue: RefCell<Vec<u8>>,
     encoder: RefCell<wire::Encoder>,
     wake: Signal,
     connected: Cell<bool>,
+    /// Set by every frame of messages queued; the keepalive loop clears it.
+    sent_lately: Cell<bool>,
     stopped: Cell<bool>,
     metrics: Arc<CoreMetrics>,
 }
 
 impl PeerLink {
-    pub fn new(node: u64, addr: SocketAddr, hello: Handshake, metrics: Arc<CoreMetrics>) -> Rc<PeerLink> {
+    pub fn new(node: u64, addr: SocketAddr, hello: Handshake, liveness: Liveness, metrics: Arc<CoreMetrics>) -> Rc<PeerLink> {
         Rc::new(PeerLink {
             node,
             addr,
             hello,
+            liveness,
             queue: RefCell::new(Vec::new()),
             encoder: RefCell::default(),
             wake: Signal::default(),
             connected: Cell::new(false),
+            sent_lately: Cell::new(false),
             stopped: Cell::new(false),
             metrics,
         })
@@ -75,6 +105,7 @@ impl PeerLink {
             return;
         }
         self.encoder.borrow_mut().encode(batch, &mut queue);
+        self.sent_lately.set(true);
         m.frames_sent.fetch_add(1, Ordering::Relaxed);
         let mut by_traffic = [0u64; Traffic::COUNT];
         for e in batch {
@@ -99,8 +130,29 @@ impl PeerLink {
         self.wake.notify();
     }
 
-    /// Keeps a connection to the peer open and writes queued frames to it.
+    /// Keeps a connection to the peer open and writes queued frames to it,
+    /// an empty one when there was nothing to write for a while.
     pub async fn run(self: Rc<Self>) {
+        futures_lite::future::zip(self.clone().keep_connected(), self.keep_alive()).await;
+    }
+
+    /// Queues an empty frame after each keepalive interval in which the
+    /// link queued no other: a busy link sends none.
+    async fn keep_alive(self: Rc<Self>) {
+        while !self.stopped.get() {
+            glommio::timer::sleep(self.liveness.keepalive_interval()).await;
+            if !self.sent_lately.replace(false) && self.connected.get() {
+                let mut queue = self.queue.borrow_mut();
+                if queue.is_empty() {
+                    self.encoder.borrow_mut().encode(&[], &mut queue);
+                    self.metrics.keepalive_frames.fetch_add(1, Ordering::Relaxed);
+                    self.wake.notify();
+                }
+            }
+        }
+    }
+
+    async fn keep_connected(self: Rc<Self>) {
         let mut delay = RECONNECT_DELAY_MIN;
         while !self.stopped.get() {
             match self.connect().await {
@@ -125,6 +177,7 @@ impl PeerLink {
     async fn connect(&self) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect_timeout(self.addr, HANDSHAKE_TIMEOUT).await.map_err(crate::io_error)?;
         stream.set_nodelay(true).map_err(crate::io_error)?;
+        stream.set_write_timeout(Some(self.liveness.silence_timeout)).map_err(crate::io_error)?;
         let mut hello = Vec::new();
         wire::encode_handshake(&self.hello, &mut hello);
         stream.write_all(&hello).await?;
@@ -165,6 +218,8 @@ pub enum InboundError {
     Handshake(String),
     #[error("connection closed")]
     Closed,
+    #[error("nothing came for {0:?}")]
+    Silent(Duration),
 }
 
 /// What an inbound connection reports about its peer.
@@ -177,7 +232,7 @@ pub enum Inbound {
 
 /// Accepts peer connections on `listener` and hands every decoded batch to
 /// `deliver` (with the sending node's id).
-pub async fn serve_inbound<F>(listener: TcpListener, expect: Expect, is_peer: Rc<dyn Fn(u64) -> bool>, deliver: Rc<F>, metrics: Arc<CoreMetrics>, tasks: TaskSet)
+pub async fn serve_inbound<F>(listener: TcpListener, expect: Expect, liveness: Liveness, is_peer: Rc<dyn Fn(u64) -> bool>, deliver: Rc<F>, metrics: Arc<CoreMetrics>, tasks: TaskSet)
 where
     F: Fn(u64, Inbound) + 'static,
 {
@@ -193,8 +248,17 @@ where
         let (deliver, metrics, is_peer) = (deliver.clone(), metrics.clone(), is_peer.clone());
         tasks.spawn(async move {
             let peer = stream.peer_addr().ok();
-            if let Err(e) = read_peer(stream, expect, &*is_peer, &*deliver, &metrics).await {
-                if !matches!(e, InboundError::Closed) {
+            if let Err(e) = stream.set_read_timeout(Some(liveness.silence_timeout)) {
+                tracing::warn!(?peer, "closing peer connection: setting its read timeout: {e}");
+                return;
+            }
+            match read_peer(stream, expect, &*is_peer, &*deliver, &metrics).await {
+                Ok(()) | Err(InboundError::Closed) => {}
+                Err(e @ InboundError::Silent(_)) => {
+                    metrics.peers_silent.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?peer, "closing peer connection, its peer counted lost: {e}");
+                }
+                Err(e) => {
                     metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(?peer, "closing peer connection: {e}");
                 }
@@ -212,7 +276,11 @@ async fn read_peer<F: Fn(u64, Inbound)>(mut stream: TcpStream, expect: Expect, i
             filled -= used;
             break h;
         }
-        filled += read_more(&mut stream, &mut buf, filled).await?;
+        filled += read_more(&mut stream, &mut buf, filled).await.map_err(|e| match e {
+            // No peer yet, none to count lost.
+            InboundError::Silent(waited) => InboundError::Handshake(format!("none came in {waited:?}")),
+            e => e,
+        })?;
     };
     check_handshake(&hello, expect, is_peer)?;
     let result = read_frames(stream, buf, filled, hello.node_id, deliver, metrics).await;
@@ -259,7 +327,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, filled: usize) -> 
     if buf.len() < filled + READ_CHUNK_BYTES {
         buf.resize(filled + READ_CHUNK_BYTES, 0);
     }
-    let n = stream.read(&mut buf[filled..]).await?;
+    let n = match stream.read(&mut buf[filled..]).await {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(InboundError::Silent(stream.read_timeout().unwrap_or_default())),
+        Err(e) => return Err(e.into()),
+    };
     if n == 0 {
         return Err(InboundError::Closed);
     }

@@ -433,7 +433,8 @@ mod tests {
         let entry = |i: u64| Entry { term: Term(7), index: LogIndex(i), kind: EntryKind::Normal, data: Bytes::from(vec![i as u8; 700 << 10]) };
         let append = MessageBody::Append { prev_index: LogIndex(10), prev_term: Term(7), entries: (11..14).map(entry).collect(), commit: LogIndex(9) };
         let big = vec![Envelope { group: 3, msg: Message { from: NodeId(1), to: NodeId(2), term: Term(7), body: append } }];
-        let frames = [sample()[1..].to_vec(), big.clone(), sample(), sample()[..1].to_vec(), big, sample()];
+        // An empty batch is a link's keepalive.
+        let frames = [sample()[1..].to_vec(), big.clone(), Vec::new(), sample(), sample()[..1].to_vec(), big, sample(), Vec::new()];
         let (mut encoder, mut buf) = (Encoder::default(), Vec::new());
         for f in &frames {
             encoder.encode(f, &mut buf);

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,12 +14,16 @@ use std::time::{Duration, Instant};
 use engine::client::{Client, ClientOptions, ClusterMap, Outcome};
 use engine::client::proto::Reply;
 use engine::node::{Cluster, NodeConfig};
+use relay::{Break, Relay};
 
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: BTreeMap<u64, NodeConfig>,
     pub nodes: BTreeMap<u64, Cluster>,
     pub client_addrs: BTreeMap<u64, Vec<SocketAddr>>,
+    /// With `start_relayed`: the relay by which node `from` reaches node
+    /// `to`, by `(from, to)`.
+    pub relays: BTreeMap<(u64, u64), Relay>,
 }
 
 fn data_root() -> PathBuf {
@@ -34,16 +40,37 @@ impl TestCluster {
 
     /// `start`, with every node's configuration changed by `tweak` first.
     pub fn start_with(groups: u64, cores: u32, tweak: impl Fn(&mut NodeConfig)) -> TestCluster {
+        TestCluster::start_inner(groups, cores, tweak, false)
+    }
+
+    /// `start_with`, each node reaching each peer through a relay of its own
+    /// that `partition` can break and `heal` mend.
+    pub fn start_relayed(groups: u64, cores: u32, tweak: impl Fn(&mut NodeConfig)) -> TestCluster {
+        TestCluster::start_inner(groups, cores, tweak, true)
+    }
+
+    fn start_inner(groups: u64, cores: u32, tweak: impl Fn(&mut NodeConfig), relayed: bool) -> TestCluster {
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
         let dir = tempfile::tempdir_in(data_root()).unwrap();
-        // Cores take consecutive ports from their node's base.
-        let bases = engine::loopback::free_port_runs(3, cores as u16).unwrap();
-        let peers: BTreeMap<u64, SocketAddr> = (1..=3u64).zip(bases).map(|(id, base)| (id, SocketAddr::from(([127, 0, 0, 1], base)))).collect();
+        let pairs: Vec<(u64, u64)> = if relayed { (1..=3u64).flat_map(|a| (1..=3u64).filter(move |&b| b != a).map(move |b| (a, b))).collect() } else { Vec::new() };
+        // Cores take consecutive ports from their node's base (and relays
+        // from theirs).
+        let mut bases = engine::loopback::free_port_runs(3 + pairs.len(), cores as u16).unwrap().into_iter();
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let peers: BTreeMap<u64, SocketAddr> = (1..=3u64).zip(bases.by_ref()).map(|(id, base)| (id, loopback(base))).collect();
+        let mut relays = BTreeMap::new();
+        let mut views: BTreeMap<u64, BTreeMap<u64, SocketAddr>> = (1..=3).map(|id| (id, peers.clone())).collect();
+        for ((from, to), base) in pairs.into_iter().zip(bases) {
+            let ports = |base: u16| (0..cores as u16).map(move |k| loopback(base + k));
+            let listeners = ports(base).map(|a| std::net::TcpListener::bind(a).expect("relay port still free")).collect();
+            relays.insert((from, to), Relay::start(listeners, ports(peers[&to].port()).collect()));
+            views.get_mut(&from).unwrap().insert(to, loopback(base));
+        }
         let mut configs = BTreeMap::new();
         for id in 1..=3u64 {
             let cfg = NodeConfig {
                 node_id: id,
-                peers: peers.clone(),
+                peers: views[&id].clone(),
                 client_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 data_dir: dir.path().to_path_buf(),
                 cores,
@@ -63,7 +90,7 @@ impl TestCluster {
             tweak(&mut cfg);
             configs.insert(id, cfg);
         }
-        let mut c = TestCluster { dir, configs, nodes: BTreeMap::new(), client_addrs: BTreeMap::new() };
+        let mut c = TestCluster { dir, configs, nodes: BTreeMap::new(), client_addrs: BTreeMap::new(), relays };
         for id in 1..=3 {
             c.restart(id);
         }
@@ -92,6 +119,20 @@ impl TestCluster {
             c.kill(id);
             c.shutdown().expect("node stops cleanly");
         }
+    }
+
+    /// Breaks every relay to and from node `id` (`start_relayed` only).
+    pub fn partition(&self, id: u64, how: Break) {
+        for ((from, to), relay) in &self.relays {
+            if *from == id || *to == id {
+                relay.break_with(how);
+            }
+        }
+    }
+
+    /// Mends every relay (`start_relayed` only).
+    pub fn heal(&self) {
+        self.relays.values().for_each(Relay::mend);
     }
 
     pub fn map(&self) -> ClusterMap {
