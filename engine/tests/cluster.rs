@@ -18,9 +18,13 @@ fn value(group: u64, i: u64) -> Bytes {
 
 #[test]
 fn groups_elect_replicate_and_serve_linearizable_reads() {
-    let groups = 300;
+    let groups = 2000;
     let c = TestCluster::start(groups, 2);
     eventually(Duration::from_secs(30), "a leader for every group", || (1..=3).map(|id| c.metrics(id).leaders).sum::<u64>() == groups);
+    // Randomized election timeouts spread the leaderships over the nodes.
+    for id in 1..=3 {
+        assert!(c.metrics(id).leaders > groups / 10, "node {id} leads {} of {groups} groups", c.metrics(id).leaders);
+    }
     let mut client = c.client();
     for g in 1..=groups {
         expect_done(client.put(g, "k", value(g, 1)), "first put");
