@@ -1,6 +1,7 @@
-//! A full disk: the WAL keeps what it wrote, keeps writing into the segment
-//! it has, holds back only the writes that need a new segment, and goes on
-//! by itself once space is freed.
+//! A full disk (or a process out of file descriptors): the WAL keeps what it
+//! wrote, keeps writing into the segment it has, holds back only the writes
+//! that need a new segment, and goes on by itself once space (or a
+//! descriptor) is freed.
 
 mod wal_common;
 
@@ -25,12 +26,23 @@ async fn wait_for(done: &Cell<bool>, limit: Duration) -> bool {
 
 #[test]
 fn a_full_disk_holds_writes_that_need_a_new_segment_until_space_is_freed() {
-    run(async {
+    new_files_refused_hold_writes_until_they_are_not(libc::ENOSPC);
+}
+
+/// A flood of connections can take every file descriptor the process may
+/// have: that too only holds the writes back.
+#[test]
+fn no_file_descriptor_left_holds_writes_that_need_a_new_segment_until_one_is_freed() {
+    new_files_refused_hold_writes_until_they_are_not(libc::EMFILE);
+}
+
+fn new_files_refused_hold_writes_until_they_are_not(errno: i32) {
+    run(async move {
         let io = SimIo::without_reuse();
         let mut model = Model::default();
         let wal = Wal::open(io.clone(), small_opts()).await.expect("open");
         write_rounds(&wal, &mut model, 3, 500).await;
-        io.set_full(true);
+        io.refuse_new_files(Some(errno));
 
         // Appends go on while the segments already made have room; the one
         // that needs a segment the disk has no space for waits.
@@ -60,7 +72,7 @@ fn a_full_disk_holds_writes_that_need_a_new_segment_until_space_is_freed() {
         assert!(wal.stats().segment_prepares_refused > 1, "the preparer tries again");
         check(&wal, &held_model).await;
 
-        io.set_full(false);
+        io.refuse_new_files(None);
         assert!(wait_for(&held, Duration::from_secs(5)).await, "the held write went on once space was freed");
         assert!(!wal.disk_full());
         write_rounds(&wal, &mut model, 20, 500).await;

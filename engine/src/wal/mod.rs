@@ -183,9 +183,10 @@ impl<I: WalIo> Wal<I> {
         self.inner.st.borrow().stats
     }
 
-    /// The disk had no space for the next segment at the last try: writes
-    /// that need it wait (the WAL tries again, and at once after a purge
-    /// freed a segment); everything written before is unaffected.
+    /// The disk had no space for the next segment at the last try, or the
+    /// process no file descriptor for it: writes that need it wait (the WAL
+    /// tries again, and at once after a purge freed a segment); everything
+    /// written before is unaffected.
     pub fn disk_full(&self) -> bool {
         self.inner.st.borrow().disk_full
     }

@@ -273,7 +273,7 @@ async fn prepare_loop<I: WalIo>(inner: Rc<Inner<I>>) {
             .await
         {
             let path = inner.io.path(segment);
-            if !is_disk_full(&source) {
+            if !is_out_of_room(&source) {
                 return inner.fail(WalError::Io {
                     op: "preparing",
                     path,
@@ -287,7 +287,7 @@ async fn prepare_loop<I: WalIo>(inner: Rc<Inner<I>>) {
                 let mut st = inner.st.borrow_mut();
                 if !st.disk_full {
                     tracing::error!(
-                        "WAL: no space on the disk for segment {}: {source}; writes that need it wait until space is freed",
+                        "WAL: cannot create segment {}: {source}; writes that need it wait until it can be",
                         path.display()
                     );
                 }
@@ -309,11 +309,14 @@ async fn prepare_loop<I: WalIo>(inner: Rc<Inner<I>>) {
     }
 }
 
-/// Whether `e` says the file system has no space left (or no quota).
-fn is_disk_full(e: &std::io::Error) -> bool {
+/// Whether `e` says a new file cannot be had for now: the file system has
+/// no space left (or no quota), or this process or the system no file
+/// descriptor (too many connections, say). Each passes once something is
+/// freed; none says anything about what the WAL holds.
+fn is_out_of_room(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull
         || e.kind() == std::io::ErrorKind::QuotaExceeded
-        || e.raw_os_error() == Some(libc::ENOSPC)
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE))
 }
 
 #[cfg(test)]

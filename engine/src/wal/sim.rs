@@ -108,9 +108,10 @@ struct SimDisk {
     writes: u64,
     /// Fail every write after this many (None: never).
     fail_after_writes: Option<u64>,
-    /// No space for new files: creating a segment fails with ENOSPC
-    /// (reusing a spare needs no new space and still works).
-    full: bool,
+    /// Creating a segment fails with this errno (ENOSPC: no space for new
+    /// files; EMFILE: the process has no file descriptor left). Reusing a
+    /// spare needs no new space and still works.
+    refuse_new_files: Option<i32>,
     /// For testing the model: reuse spares without first syncing their names.
     #[cfg(test)]
     skip_spare_name_sync: bool,
@@ -129,7 +130,7 @@ impl SimDisk {
             segments_reused: 0,
             writes: 0,
             fail_after_writes: None,
-            full: false,
+            refuse_new_files: None,
             #[cfg(test)]
             skip_spare_name_sync: false,
         }
@@ -386,10 +387,10 @@ impl SimIo {
         disk.fail_after_writes = Some(disk.writes + n);
     }
 
-    /// Fills the disk (`true`): new segment files cannot be created until
-    /// `set_full(false)`.
-    pub fn set_full(&self, full: bool) {
-        self.disk.borrow_mut().full = full;
+    /// Creating a new segment file fails with `errno` (ENOSPC: the disk is
+    /// full) until called with `None`.
+    pub fn refuse_new_files(&self, errno: Option<i32>) {
+        self.disk.borrow_mut().refuse_new_files = errno;
     }
 
     /// The durable bytes of the file that is now segment `segment`.
@@ -524,8 +525,8 @@ impl WalIo for SimIo {
             assert!(self.disk.borrow_mut().reusing.remove(&spare));
         }
         if !reused {
-            if self.disk.borrow().full {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            if let Some(errno) = self.disk.borrow().refuse_new_files {
+                return Err(io::Error::from_raw_os_error(errno));
             }
             self.create_segment(segment, size_bytes).await;
         }

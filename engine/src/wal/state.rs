@@ -84,7 +84,7 @@ pub struct WalStats {
     pub segments_removed: u64,
     pub cache_misses: u64,
     /// Times the next segment could not be created for want of disk space
-    /// (each retried: see `Wal::disk_full`).
+    /// or of a file descriptor (each retried: see `Wal::disk_full`).
     pub segment_prepares_refused: u64,
 }
 
