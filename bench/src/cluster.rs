@@ -57,6 +57,7 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
                 pin_cores: false,
                 compact_every_entries: engine::node::COMPACT_EVERY_ENTRIES_DEFAULT,
                 log_entries_in_memory_max: shape.log_entries_in_memory_max,
+                client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
                 wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
                 wal_rewrite_after_segments: None,
             };

@@ -140,6 +140,10 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     engine::configure_heap();
+    // Three nodes, their clients and the load's connections in one process.
+    if let Err(e) = engine::raise_open_files_limit() {
+        eprintln!("myriad-bench: raising the open-files limit: {e}");
+    }
     let cli = Cli::parse();
     match drive(&cli) {
         Ok(()) => ExitCode::SUCCESS,

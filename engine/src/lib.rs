@@ -17,6 +17,30 @@ pub(crate) fn io_error<T>(e: glommio::GlommioError<T>) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the new soft limit. A node takes a descriptor for every client
+/// connection (up to `client_connections_max`), every peer connection and
+/// every WAL segment and snapshot file it has open; the usual soft limit
+/// (1,024) is below what the default configuration may need, while the
+/// hard limit is usually far above it.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// The environment variable with which mimalloc maps its arenas with
 /// `MADV_HUGEPAGE`; `configure_heap` leaves huge pages on when it is set.
 pub const HUGE_PAGES_ENV: &std::ffi::CStr = c"MIMALLOC_ALLOW_LARGE_OS_PAGES";
@@ -47,5 +71,17 @@ pub fn configure_heap() {
         if libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
             tracing::debug!("PR_SET_THP_DISABLE: {}", std::io::Error::last_os_error());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let limit = super::raise_open_files_limit().expect("getrlimit and setrlimit");
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct passed.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!((limit, now.rlim_cur), (now.rlim_max, now.rlim_max));
     }
 }

@@ -566,3 +566,42 @@ fn a_node_cut_off_catches_up_and_deposes_no_leader() {
 fn a_node_behind_a_black_hole_catches_up_and_deposes_no_leader() {
     a_partitioned_node_catches_up_and_deposes_no_leader(Break::BlackHole);
 }
+
+/// A core keeps at most its share of `client_connections_max` client
+/// connections open: one more is closed at once, the node goes on, and
+/// once some close it takes new clients again.
+#[test]
+fn client_connections_beyond_the_limit_are_closed_until_some_close() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    let limit = 4;
+    let c = TestCluster::start_with(1, 1, |cfg| cfg.client_connections_max = limit);
+    let mut client = c.client();
+    expect_done(client.put(1, "before", "x"), "write before the flood");
+    let leader = client.leader_of(1).expect("a leader answered");
+    let addr = c.client_addrs[&leader][0];
+    // Held connections block a read; a refused one ends at once.
+    let refused = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        matches!(s.read(&mut [0u8; 16]), Ok(0))
+    };
+    let mut held = Vec::new();
+    loop {
+        let mut s = TcpStream::connect(addr).unwrap();
+        if refused(&mut s) {
+            break;
+        }
+        held.push(s);
+        assert!(held.len() <= limit as usize, "more than {limit} client connections open on node {leader}");
+    }
+    let m = c.metrics(leader);
+    assert_eq!(m.client_connections, u64::from(limit), "{m:?}");
+    assert!(m.client_connections_refused > 0, "{m:?}");
+    // The connection the client had is among those held: it still works.
+    expect_done(client.put(1, "during", "y"), "write on a connection opened before the flood");
+    drop(held);
+    eventually(Duration::from_secs(5), "the flood's connections closed", || c.metrics(leader).client_connections < u64::from(limit));
+    let mut fresh = c.client();
+    assert_eq!(fresh.get(1, "during"), Outcome::Ok(Reply::Value(Some(Bytes::from("y")))));
+}

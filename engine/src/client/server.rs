@@ -3,17 +3,21 @@
 //! as they come (in completion order). Each connection has a bound on
 //! requests in flight; past it the server stops reading until replies drain.
 //! A client that closes its sending half still gets every answer.
-//! A malformed frame closes that connection with a logged error.
+//! A malformed frame closes that connection with a logged error. A core keeps
+//! at most its share of `client_connections_max` connections open; it
+//! closes any beyond at once.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::proto::{self, Reply, Response, ServerHello};
 use crate::framing::Decoded;
+use crate::node::metrics::CoreMetrics;
 use crate::node::shard::Shard;
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
@@ -23,6 +27,8 @@ pub const CONNECTION_INFLIGHT_MAX: usize = 8192;
 const READ_CHUNK_BYTES: usize = 64 << 10;
 // The read buffer grows by `clamp(READ_CHUNK_BYTES, ..)`, which needs min <= max.
 const _: () = assert!(READ_CHUNK_BYTES <= proto::REQUEST_BYTES_MAX + 64);
+/// How long a new connection may take to send its hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a connection whose client closed its sending half keeps waiting
 /// to write the answers still pending.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -47,22 +53,56 @@ impl Outgoing {
     }
 }
 
-pub async fn serve(listener: TcpListener, shard: Weak<Shard>, tasks: TaskSet) {
+/// One open connection, counted from accept until its task ends (or is
+/// cancelled).
+struct Counted(Arc<CoreMetrics>);
+
+impl Counted {
+    fn new(metrics: &Arc<CoreMetrics>) -> Counted {
+        metrics.client_connections.fetch_add(1, Ordering::Relaxed);
+        Counted(metrics.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.client_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: usize, metrics: Arc<CoreMetrics>, tasks: TaskSet) {
+    let (mut refusing, mut accept_failing) = (false, false);
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("accepting a client connection: {e}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                // Out of file descriptors, say: logged when it begins.
+                if !std::mem::replace(&mut accept_failing, true) {
+                    tracing::warn!("accepting a client connection: {e}; trying again every 100 ms");
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
+        accept_failing = false;
+        // Only this core's tasks change the count, so it is exact here.
+        if metrics.client_connections.load(Ordering::Relaxed) as usize >= connections_max {
+            metrics.client_connections_refused.fetch_add(1, Ordering::Relaxed);
+            if !std::mem::replace(&mut refusing, true) {
+                tracing::warn!("{connections_max} client connections open on this core: closing new ones until some close");
+            }
+            drop(stream);
+            continue;
+        }
+        refusing = false;
         let Some(s) = shard.upgrade() else { return };
         let shard = shard.clone();
         let hello = ServerHello { node_id: s.node, core: s.core, cores: s.cores() };
         drop(s);
         let inner = tasks.clone();
+        let counted = Counted::new(&metrics);
         tasks.spawn(async move {
+            let _counted = counted;
             let peer = stream.peer_addr().ok();
             if let Err(e) = connection(stream, hello, shard, inner).await {
                 tracing::warn!(?peer, "closing client connection: {e}");
@@ -79,9 +119,11 @@ enum ConnError {
     Proto(#[from] proto::ProtoError),
 }
 
-async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, tasks: TaskSet) -> Result<(), ConnError> {
+async fn connection(mut stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, tasks: TaskSet) -> Result<(), ConnError> {
     stream.set_nodelay(true).map_err(crate::io_error)?;
-    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    // A connection that never says hello would hold one of the core's
+    // client connections for good.
+    stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(crate::io_error)?;
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut filled = 0;
     loop {
@@ -92,7 +134,7 @@ async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, t
                 break;
             }
             Decoded::NeedMore => {
-                let n = rd.read(&mut buf[filled..]).await?;
+                let n = stream.read(&mut buf[filled..]).await?;
                 if n == 0 {
                     return Ok(());
                 }
@@ -100,6 +142,8 @@ async fn connection(stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, t
             }
         }
     }
+    stream.set_read_timeout(None).map_err(crate::io_error)?;
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
     let mut hello_bytes = Vec::new();
     proto::encode_server_hello(&hello, &mut hello_bytes);
     wr.write_all(&hello_bytes).await?;

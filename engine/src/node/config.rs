@@ -62,6 +62,12 @@ pub struct NodeConfig {
     /// core.
     #[serde(default = "default_log_entries_in_memory_max")]
     pub log_entries_in_memory_max: u64,
+    /// Client connections the node keeps open, spread evenly over its cores
+    /// (each serves its own port); a core at its share closes every new one
+    /// at once (`client_connections_refused`). A bound on the file
+    /// descriptors and read buffers (64 KiB each) that clients can take.
+    #[serde(default = "default_client_connections_max")]
+    pub client_connections_max: u32,
     /// Size of each WAL segment file (preallocated, 4 KiB multiple). A
     /// client command may have at most a quarter of it (4 MiB at most) less
     /// 4 KiB; every node of a cluster should use the same size.
@@ -82,6 +88,8 @@ pub struct NodeConfig {
 pub const COMPACT_EVERY_ENTRIES_DEFAULT: u64 = 8192;
 /// `log_entries_in_memory_max` unless configured.
 pub const LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT: u64 = 4_000_000;
+/// `client_connections_max` unless configured.
+pub const CLIENT_CONNECTIONS_MAX_DEFAULT: u32 = 4096;
 
 fn default_compact_every_entries() -> u64 {
     COMPACT_EVERY_ENTRIES_DEFAULT
@@ -89,6 +97,10 @@ fn default_compact_every_entries() -> u64 {
 
 fn default_log_entries_in_memory_max() -> u64 {
     LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT
+}
+
+fn default_client_connections_max() -> u32 {
+    CLIENT_CONNECTIONS_MAX_DEFAULT
 }
 
 fn default_wal_segment_size_bytes() -> u64 {
@@ -144,6 +156,8 @@ pub enum ConfigError {
     Tick(u64),
     #[error("compact_every_entries and log_entries_in_memory_max must be at least 1")]
     CompactEvery,
+    #[error("client_connections_max ({max}) must be at least the core count ({cores}): each core takes its share")]
+    ClientConnections { max: u32, cores: u32 },
     #[error("{0}")]
     Wal(String),
     #[error("{0}")]
@@ -185,6 +199,9 @@ impl NodeConfig {
         }
         if self.compact_every_entries == 0 || self.log_entries_in_memory_max == 0 {
             return Err(ConfigError::CompactEvery);
+        }
+        if self.client_connections_max < self.cores {
+            return Err(ConfigError::ClientConnections { max: self.client_connections_max, cores: self.cores });
         }
         if self.wal_rewrite_after_segments.is_some_and(|n| n < 2) {
             return Err(ConfigError::Wal("wal_rewrite_after_segments must be at least 2".into()));
@@ -243,6 +260,11 @@ impl NodeConfig {
     pub fn peer_liveness(&self) -> crate::transport::peer::Liveness {
         let ticks = 2 * super::shard::ELECTION_TIMEOUT_TICKS;
         crate::transport::peer::Liveness { silence_timeout: self.tick() * ticks }
+    }
+
+    /// The client connections each core keeps open at most.
+    pub fn client_connections_per_core(&self) -> usize {
+        (self.client_connections_max / self.cores.max(1)) as usize
     }
 
     pub fn voters(&self) -> Vec<NodeId> {

@@ -28,6 +28,8 @@ pub struct CoreMetrics {
     pub snapshots_installed: AtomicU64,
     pub snapshot_save_failures: AtomicU64,
     pub client_requests: AtomicU64,
+    pub client_connections: AtomicU64,
+    pub client_connections_refused: AtomicU64,
     pub groups_created: AtomicU64,
     pub groups_deleted: AtomicU64,
     pub groups_set_aside: AtomicU64,
@@ -73,6 +75,11 @@ pub struct MetricsSnapshot {
     /// WAL keeps their entries).
     pub snapshot_save_failures: u64,
     pub client_requests: u64,
+    /// Client connections open now (a gauge).
+    pub client_connections: u64,
+    /// Client connections closed at once because their core had its share
+    /// of `client_connections_max` open.
+    pub client_connections_refused: u64,
     pub groups_created: u64,
     pub groups_deleted: u64,
     /// Groups taken out of service because their leader's snapshot did not
@@ -116,6 +123,8 @@ impl MetricsSnapshot {
             s.snapshots += get(&m.snapshots);
             s.snapshots_installed += get(&m.snapshots_installed);
             s.snapshot_save_failures += get(&m.snapshot_save_failures);
+            s.client_connections += get(&m.client_connections);
+            s.client_connections_refused += get(&m.client_connections_refused);
             s.client_requests += get(&m.client_requests);
             s.groups_created += get(&m.groups_created);
             s.groups_deleted += get(&m.groups_deleted);

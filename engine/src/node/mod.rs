@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use glommio::net::TcpListener;
 
-pub use config::{core_of, NodeConfig, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT};
+pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT};
 pub use metrics::{CoreMetrics, MetricsSnapshot};
 use shard::{Event, Shard};
 
@@ -304,7 +304,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
         }
     });
     tasks.spawn(peer::serve_inbound(peer_listener, expect, cfg.peer_liveness(), is_peer, deliver, metrics.clone(), tasks.clone()));
-    tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), tasks.clone()));
+    tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), cfg.client_connections_per_core(), metrics.clone(), tasks.clone()));
     let writer = shard.snapshot_writer.clone();
     let saver = Rc::downgrade(&shard);
     tasks.spawn(async move {

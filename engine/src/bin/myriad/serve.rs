@@ -68,6 +68,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     init_tracing();
     check_ports(&cfg)?;
     warn_if_tmpfs(&cfg.data_dir);
+    warn_if_few_open_files(&cfg);
     // Blocked before the executors start, so every thread inherits the mask
     // and the signals wait for `sigwait` below instead of killing the process.
     let signals = SignalSet::block(&[libc::SIGINT, libc::SIGTERM]).context("blocking SIGINT and SIGTERM")?;
@@ -124,6 +125,25 @@ fn init_tracing() {
     // glommio reports failures it survives (io_memory not registered, …)
     // only as tracing events: without a subscriber they would vanish.
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init();
+}
+
+/// Descriptors a node needs beside its client connections: peer connections,
+/// WAL segments, snapshot files, io_uring rings, listeners (generous).
+const OPEN_FILES_BESIDE_CLIENTS: u64 = 1024;
+
+/// Raises the open-files limit as far as allowed; warns when even that is
+/// too low for `client_connections_max`, since a node out of descriptors
+/// refuses connections and holds back writes that need a new WAL segment.
+fn warn_if_few_open_files(cfg: &NodeConfig) {
+    let needed = u64::from(cfg.client_connections_max) + OPEN_FILES_BESIDE_CLIENTS;
+    match engine::raise_open_files_limit() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            "the open-files limit is {limit}, below the {needed} that client_connections_max = {} may need; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower client_connections_max",
+            cfg.client_connections_max
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("raising the open-files limit: {e}"),
+    }
 }
 
 /// The configuration file with the command line's overrides, validated.
@@ -318,7 +338,8 @@ groups = 64
 # Checked in every peer handshake: nodes of different clusters never talk.
 cluster_id = 0x4D59_5249_4144
 
-# One Raft tick: heartbeats every 2 ticks, elections after 10 to 20.
+# One Raft tick: heartbeats every 4 ticks, elections after 10 to 20; a peer
+# that sends nothing (not even its keepalives) for 20 ticks counts as lost.
 tick_ms = 100
 
 # Make every WAL write durable before acknowledging it (segments opened
@@ -336,6 +357,10 @@ compact_every_entries = 8192
 # valve against running out of memory. Beyond it the core compacts its
 # longest logs, up to 64 groups a second (each serializes its state machine).
 log_entries_in_memory_max = 4000000
+
+# Client connections the node keeps open, spread evenly over its cores;
+# beyond its share a core closes new connections at once.
+client_connections_max = 4096
 
 # Size of each preallocated WAL segment file (one WAL per core). A command
 # may have a quarter of it (at most 4 MiB) less 4 KiB; use one size cluster-wide.
