@@ -10,10 +10,17 @@ use bytes::Bytes;
 use cluster_common::relay::Break;
 use cluster_common::{eventually, expect_done, TestCluster};
 use engine::client::proto::{Consistency, Op, Reply};
-use engine::client::Outcome;
+use engine::client::{Client, Outcome};
 
 fn value(group: u64, i: u64) -> Bytes {
     Bytes::from(format!("g{group}-v{i}"))
+}
+
+/// Puts `value(g, i)` under `key` in every group `g`, each acknowledged.
+fn put_in_every_group(client: &mut Client, groups: u64, key: &str, i: u64, what: &str) {
+    for g in 1..=groups {
+        expect_done(client.put(g, key.to_owned(), value(g, i)), what);
+    }
 }
 
 #[test]
@@ -26,9 +33,7 @@ fn groups_elect_replicate_and_serve_linearizable_reads() {
         assert!(c.metrics(id).leaders > groups / 10, "node {id} leads {} of {groups} groups", c.metrics(id).leaders);
     }
     let mut client = c.client();
-    for g in 1..=groups {
-        expect_done(client.put(g, "k", value(g, 1)), "first put");
-    }
+    put_in_every_group(&mut client, groups, "k", 1, "first put");
     for g in 1..=groups {
         assert_eq!(client.get(g, "k"), Outcome::Ok(Reply::Value(Some(value(g, 1)))), "group {g}");
     }
@@ -117,23 +122,26 @@ fn stale_get(c: &TestCluster, node: u64, group: u64, key: &str) -> Outcome {
     c.client_of(node).call(group, Op::Get { key: Bytes::copy_from_slice(key.as_bytes()), consistency: Consistency::Stale })
 }
 
+/// Kills node 3 and puts `k0 ..` in group 1 `writes` times: far past the
+/// compaction interval (64 entries in tests), so the survivors compact
+/// their logs and node 3 can only catch up group 1 by snapshot.
+fn leave_node_3_behind_in_group_1(c: &mut TestCluster, client: &mut Client, writes: u64) {
+    c.kill(3);
+    for i in 0..writes {
+        expect_done(client.put(1, format!("k{i}"), value(1, i)), "put while node 3 is down");
+    }
+}
+
 #[test]
 fn killed_node_recovers_from_its_wal_and_catches_up_by_snapshot() {
     let groups = 16;
     let mut c = TestCluster::start(groups, 2);
     let mut client = c.client();
-    for g in 1..=groups {
-        expect_done(client.put(g, "k", value(g, 0)), "put before the crash");
-    }
+    put_in_every_group(&mut client, groups, "k", 0, "put before the crash");
     for id in 1..=3 {
         eventually(Duration::from_secs(10), "every replica applied", || (1..=groups).all(|g| stale_get(&c, id, g, "k") == Outcome::Ok(Reply::Value(Some(value(g, 0))))));
     }
-    c.kill(3);
-    // Far past the compaction interval (64 entries in tests): the survivors
-    // compact their logs, so node 3 can only catch up group 1 by snapshot.
-    for i in 0..300 {
-        expect_done(client.put(1, format!("k{i}"), value(1, i)), "put while node 3 is down");
-    }
+    leave_node_3_behind_in_group_1(&mut c, &mut client, 300);
     assert!(c.metrics(1).snapshots + c.metrics(2).snapshots > 0, "the survivors compacted");
     c.restart(3);
     eventually(Duration::from_secs(20), "node 3 caught up group 1", || stale_get(&c, 3, 1, "k299") == Outcome::Ok(Reply::Value(Some(value(1, 299)))));
@@ -354,9 +362,7 @@ fn idle_groups_are_copied_forward_so_old_wal_segments_go() {
     let groups = 8;
     let mut c = TestCluster::start(groups, 1);
     let mut client = c.client();
-    for g in 1..=groups {
-        expect_done(client.put(g, "idle", value(g, 0)), "put to every group");
-    }
+    put_in_every_group(&mut client, groups, "idle", 0, "put to every group");
     let big = |i: u64| Bytes::from(format!("{i:06}-").repeat(16 << 10 >> 7 << 4));
     for i in 0..480u64 {
         expect_done(client.put(1, format!("k{}", i % 32), big(i)), "big put to group 1");
@@ -496,9 +502,7 @@ fn a_partitioned_node_catches_up_and_deposes_no_leader(how: Break) {
     let leaders = |c: &TestCluster| (1..=3).map(|id| c.metrics(id).leaders).sum::<u64>();
     eventually(Duration::from_secs(30), "a leader for every group", || leaders(&c) == groups);
     let mut client = c.client();
-    for g in 1..=groups {
-        expect_done(client.put(g, "k", value(g, 0)), "put before the partition");
-    }
+    put_in_every_group(&mut client, groups, "k", 0, "put before the partition");
     let x = client.leader_of(1).expect("group 1 answered");
     let others: Vec<u64> = (1..=3).filter(|&id| id != x).collect();
     eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
@@ -604,4 +608,34 @@ fn client_connections_beyond_the_limit_are_closed_until_some_close() {
     eventually(Duration::from_secs(5), "the flood's connections closed", || c.metrics(leader).client_connections < u64::from(limit));
     let mut fresh = c.client();
     assert_eq!(fresh.get(1, "during"), Outcome::Ok(Reply::Value(Some(Bytes::from("y")))));
+}
+
+/// A snapshot from the leader that the follower cannot save (here a
+/// directory stands where its temporary file goes; a full disk or a process
+/// out of file descriptors fails the same way) takes only that group out of
+/// service on that node: its other groups go on, and once the obstacle is
+/// gone a restart brings the group back and it catches up.
+#[test]
+fn a_snapshot_that_cannot_be_saved_on_install_sets_aside_only_its_group() {
+    let groups = 4;
+    let mut c = TestCluster::start(groups, 1);
+    let mut client = c.client();
+    put_in_every_group(&mut client, groups, "k", 0, "put before node 3 stops");
+    leave_node_3_behind_in_group_1(&mut c, &mut client, 150);
+    let blocker = c.dir.path().join(format!("node-3/core-0/snapshots/g{:016x}.snap.tmp", 1));
+    std::fs::create_dir(&blocker).unwrap();
+    c.restart(3);
+    eventually(Duration::from_secs(20), "node 3 set group 1 aside", || c.metrics(3).groups_set_aside == 1);
+    // Node 3 still serves its other groups, and takes part in their writes
+    // (a new client: node 3's client port changed with the restart).
+    let mut client = c.client();
+    for g in 2..=groups {
+        expect_done(client.put(g, "after", value(g, 1)), "put with group 1 set aside on node 3");
+        eventually(Duration::from_secs(10), "node 3 applied it", || stale_get(&c, 3, g, "after") == Outcome::Ok(Reply::Value(Some(value(g, 1)))));
+    }
+    std::fs::remove_dir(&blocker).unwrap();
+    c.kill(3);
+    c.restart(3);
+    eventually(Duration::from_secs(20), "node 3 caught up group 1", || stale_get(&c, 3, 1, "k149") == Outcome::Ok(Reply::Value(Some(value(1, 149)))));
+    assert!(c.metrics(3).snapshots_installed > 0, "{:?}", c.metrics(3));
 }

@@ -254,9 +254,13 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
             ticker.push(Event::Tick);
         }
     });
-    let result = shard.clone().run().await;
+    let result = shard.clone().run().await.with_context(|| format!("node {node} core {core}"));
+    if let Err(e) = &result {
+        // Said now: the error reaches the caller only when the node stops.
+        tracing::error!("{e:#}; this core stops");
+    }
     tasks.cancel_all();
-    result.with_context(|| format!("node {node} core {core}"))
+    result
 }
 
 /// Opens the shard and starts its listeners and peer links.

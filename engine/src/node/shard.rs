@@ -605,7 +605,13 @@ impl Shard {
             // ends first).
             self.snapshot_writer.release(g.id);
             g.snapshot_saving = None;
-            self.snapshots.save(g.id, &s)?;
+            if let Err(e) = self.snapshots.save(g.id, &s) {
+                // A full disk, no file descriptor left: nothing of this ready
+                // is written, so the WAL and the old snapshot file still
+                // hold the group as it was.
+                tracing::error!("core {}: group {}: saving the snapshot at {} from its leader failed ({e}); the group is set aside on this node until it restarts", self.core, g.id, s.meta.index);
+                return Ok(Taken::SetAside);
+            }
             batch.truncate(gid, wal::LogIndex(s.meta.index.0 + 1));
             batch.compact(gid, wal::LogIndex(s.meta.index.0));
             g.raw.raft.log.storage.apply_snapshot(s);
