@@ -194,6 +194,8 @@ fn hostile_bytes_on_peer_and_client_ports_leave_the_node_serving() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
+    use engine::transport::peer::INBOUND_CONNECTIONS_MAX;
+
     let c = TestCluster::start(4, 1);
     let mut client = c.client();
     expect_done(client.put(1, "before", "x"), "write before the attack");
@@ -238,6 +240,22 @@ fn hostile_bytes_on_peer_and_client_ports_leave_the_node_serving() {
     eventually(Duration::from_secs(5), "refusals counted", || c.metrics(1).connections_refused >= 4);
     expect_done(client.put(1, "after", "y"), "write after the attack");
     assert_eq!(client.get(1, "before"), Outcome::Ok(Reply::Value(Some(Bytes::from("x")))));
+
+    // Strangers that open peer connections and say nothing take at most
+    // INBOUND_CONNECTIONS_MAX of them: the rest are closed at once, the
+    // silent ones once the handshake time (the silence timeout, 20 ticks of
+    // 50 ms) is up, and the peers keep or get back their places.
+    let refused_before = c.metrics(1).connections_refused;
+    let extra = 40;
+    let flood: Vec<TcpStream> = (0..INBOUND_CONNECTIONS_MAX + extra).map(|_| TcpStream::connect(peer_addr).unwrap()).collect();
+    eventually(Duration::from_secs(5), "connections past the limit refused", || c.metrics(1).connections_refused >= refused_before + extra as u64);
+    assert!(c.metrics(1).peer_connections <= INBOUND_CONNECTIONS_MAX as u64, "{:?}", c.metrics(1));
+    eventually(Duration::from_secs(10), "the silent connections closed", || c.metrics(1).peer_connections <= 2);
+    drop(flood);
+    expect_done(client.put(1, "after the flood", "z"), "write after the flood");
+    for id in 1..=3 {
+        eventually(Duration::from_secs(10), "every replica applied it", || stale_get(&c, id, 1, "after the flood") == Outcome::Ok(Reply::Value(Some(Bytes::from("z")))));
+    }
 }
 
 /// A leader's snapshot that does not restore (here from an impostor that

@@ -17,7 +17,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::proto::{self, Reply, Response, ServerHello};
 use crate::framing::Decoded;
-use crate::node::metrics::CoreMetrics;
+use crate::node::metrics::{CoreMetrics, GaugeHold};
 use crate::node::shard::Shard;
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
@@ -53,23 +53,6 @@ impl Outgoing {
     }
 }
 
-/// One open connection, counted from accept until its task ends (or is
-/// cancelled).
-struct Counted(Arc<CoreMetrics>);
-
-impl Counted {
-    fn new(metrics: &Arc<CoreMetrics>) -> Counted {
-        metrics.client_connections.fetch_add(1, Ordering::Relaxed);
-        Counted(metrics.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.client_connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: usize, metrics: Arc<CoreMetrics>, tasks: TaskSet) {
     let (mut refusing, mut accept_failing) = (false, false);
     loop {
@@ -100,9 +83,9 @@ pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: u
         let hello = ServerHello { node_id: s.node, core: s.core, cores: s.cores() };
         drop(s);
         let inner = tasks.clone();
-        let counted = Counted::new(&metrics);
+        let held = GaugeHold::new(&metrics, |m| &m.client_connections);
         tasks.spawn(async move {
-            let _counted = counted;
+            let _held = held;
             let peer = stream.peer_addr().ok();
             if let Err(e) = connection(stream, hello, shard, inner).await {
                 tracing::warn!(?peer, "closing client connection: {e}");

@@ -2,6 +2,7 @@
 //! the core, read by anyone (the bench, an admin endpoint) at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use raftcore::Traffic;
 
@@ -22,6 +23,7 @@ pub struct CoreMetrics {
     pub frames_received: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub peer_connections: AtomicU64,
     pub peers_silent: AtomicU64,
     pub unknown_group_messages: AtomicU64,
     pub snapshots: AtomicU64,
@@ -63,6 +65,9 @@ pub struct MetricsSnapshot {
     pub frames_received: u64,
     pub frames_dropped: u64,
     pub connections_refused: u64,
+    /// Inbound peer connections open now, handshakes in progress included
+    /// (a gauge).
+    pub peer_connections: u64,
     /// Inbound peer connections closed because nothing came for the
     /// silence timeout (the peer counted lost until it is heard again).
     pub peers_silent: u64,
@@ -117,6 +122,7 @@ impl MetricsSnapshot {
             }
             s.frames_received += get(&m.frames_received);
             s.frames_dropped += get(&m.frames_dropped);
+            s.peer_connections += get(&m.peer_connections);
             s.connections_refused += get(&m.connections_refused);
             s.peers_silent += get(&m.peers_silent);
             s.unknown_group_messages += get(&m.unknown_group_messages);
@@ -158,5 +164,25 @@ impl TrafficCounts {
 impl serde::Serialize for TrafficCounts {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(Traffic::ALL.iter().map(|&t| (t.name(), self.get(t))))
+    }
+}
+
+/// Holds one unit of a gauge of a core's metrics (an open connection, say)
+/// until dropped, so that a task cancelled midway gives it back too.
+pub struct GaugeHold {
+    metrics: Arc<CoreMetrics>,
+    gauge: fn(&CoreMetrics) -> &AtomicU64,
+}
+
+impl GaugeHold {
+    pub fn new(metrics: &Arc<CoreMetrics>, gauge: fn(&CoreMetrics) -> &AtomicU64) -> GaugeHold {
+        gauge(metrics).fetch_add(1, Ordering::Relaxed);
+        GaugeHold { metrics: metrics.clone(), gauge }
+    }
+}
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -27,7 +27,7 @@ use glommio::net::{TcpListener, TcpStream};
 use raftcore::Traffic;
 
 use super::wire::{self, Decoded, Envelope, Handshake};
-use crate::node::metrics::CoreMetrics;
+use crate::node::metrics::{CoreMetrics, GaugeHold};
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
 
@@ -40,6 +40,10 @@ const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Receive buffer growth step.
 const READ_CHUNK_BYTES: usize = 256 << 10;
+/// Inbound connections a core keeps open, handshakes in progress included
+/// (one per peer node is the norm); beyond it new ones are closed at once,
+/// so that strangers cannot take every file descriptor.
+pub const INBOUND_CONNECTIONS_MAX: usize = 256;
 
 /// How long a peer may stay silent before it counts as lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,17 +240,29 @@ pub async fn serve_inbound<F>(listener: TcpListener, expect: Expect, liveness: L
 where
     F: Fn(u64, Inbound) + 'static,
 {
+    let mut accept_failing = false;
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("accepting a peer connection: {e}");
-                glommio::timer::sleep(RECONNECT_DELAY_MIN).await;
+                // Out of file descriptors, say: logged when it begins.
+                if !std::mem::replace(&mut accept_failing, true) {
+                    tracing::warn!("accepting a peer connection: {e}; trying again every 100 ms");
+                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        accept_failing = false;
+        // Only this core's tasks change the gauge, so it is exact here.
+        if metrics.peer_connections.load(Ordering::Relaxed) as usize >= INBOUND_CONNECTIONS_MAX {
+            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            continue; // Dropped: closed at once.
+        }
         let (deliver, metrics, is_peer) = (deliver.clone(), metrics.clone(), is_peer.clone());
+        let held = GaugeHold::new(&metrics, |m| &m.peer_connections);
         tasks.spawn(async move {
+            let _held = held;
             let peer = stream.peer_addr().ok();
             if let Err(e) = stream.set_read_timeout(Some(liveness.silence_timeout)) {
                 tracing::warn!(?peer, "closing peer connection: setting its read timeout: {e}");
