@@ -136,27 +136,28 @@ impl KvCommand {
         }
     }
 
-    /// Checks the limits a command must respect to be proposed.
-    pub fn validate(&self) -> Result<(), KvError> {
-        match self {
-            KvCommand::Put { key, value } => check_key(key).and_then(|()| check_value(value)),
-            KvCommand::Delete { key } => check_key(key),
-            KvCommand::Cas { key, expected, new } => {
-                check_key(key)?;
-                for v in [expected, new].into_iter().flatten() {
-                    check_value(v)?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
-/// A borrowed, decoded command (applying one copies only what it stores).
-enum CommandRef<'a> {
+/// A borrowed command: decoded from an entry (applying one copies only what
+/// it stores), or a client's request before it is proposed.
+pub enum CommandRef<'a> {
     Put { key: &'a [u8], value: &'a [u8] },
     Delete { key: &'a [u8] },
     Cas { key: &'a [u8], expected: Option<&'a [u8]>, new: Option<&'a [u8]> },
+}
+
+impl CommandRef<'_> {
+    /// Checks the limits a command must respect to be proposed.
+    pub fn validate(&self) -> Result<(), KvError> {
+        match *self {
+            CommandRef::Put { key, value } => check_key(key).and_then(|()| check_value(value)),
+            CommandRef::Delete { key } => check_key(key),
+            CommandRef::Cas { key, expected, new } => {
+                check_key(key)?;
+                [expected, new].into_iter().flatten().try_for_each(check_value)
+            }
+        }
+    }
 }
 
 fn decode_command(bytes: &[u8]) -> Result<CommandRef<'_>, KvError> {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::framing::{begin_frame, finish_frame, put_blob, put_opt_blob, take_frame, Decoded, FieldError, FrameError, Reader, Truncated};
-use crate::kv::{KvCommand, KvError};
+use crate::kv::{CommandRef, KvError};
 
 pub const CLIENT_PROTOCOL_VERSION: u16 = 1;
 /// Bytes of the client's hello.
@@ -57,12 +57,12 @@ impl Op {
         matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. })
     }
 
-    /// The log command of a write.
-    pub fn command(&self) -> Option<KvCommand> {
+    /// The log command of a write, borrowed (checking it copies nothing).
+    pub fn command(&self) -> Option<CommandRef<'_>> {
         match self {
-            Op::Put { key, value } => Some(KvCommand::Put { key: key.clone(), value: value.clone() }),
-            Op::Delete { key } => Some(KvCommand::Delete { key: key.clone() }),
-            Op::Cas { key, expected, new } => Some(KvCommand::Cas { key: key.clone(), expected: expected.clone(), new: new.clone() }),
+            Op::Put { key, value } => Some(CommandRef::Put { key, value }),
+            Op::Delete { key } => Some(CommandRef::Delete { key }),
+            Op::Cas { key, expected, new } => Some(CommandRef::Cas { key, expected: expected.as_deref(), new: new.as_deref() }),
             Op::Get { .. } | Op::Scan { .. } | Op::CreateGroup | Op::DeleteGroup | Op::Metrics => None,
         }
     }
@@ -470,5 +470,11 @@ mod tests {
         let mut buf = Vec::new();
         encode_request(&long_key, &mut buf);
         assert!(matches!(decode_request(&buf), Err(ProtoError::Kv(KvError::KeyTooLong(_)))));
+        let long_value = || Bytes::from(vec![0; crate::kv::VALUE_BYTES_MAX + 1]);
+        for op in [Op::Put { key: b("k"), value: long_value() }, Op::Cas { key: b("k"), expected: None, new: Some(long_value()) }, Op::Cas { key: b("k"), expected: Some(long_value()), new: None }] {
+            let mut buf = Vec::new();
+            encode_request(&Request { id: 2, group: 1, op }, &mut buf);
+            assert!(matches!(decode_request(&buf), Err(ProtoError::Kv(KvError::ValueTooLong(_)))));
+        }
     }
 }
