@@ -36,8 +36,9 @@ pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Back-off between connection attempts.
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(10);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
-/// A peer that does not complete its handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long dialling a peer may take. (An accepted connection must bring
+/// its handshake within the silence timeout.)
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Receive buffer growth step.
 const READ_CHUNK_BYTES: usize = 256 << 10;
 /// Inbound connections a core keeps open, handshakes in progress included
@@ -179,7 +180,7 @@ impl PeerLink {
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
-        let mut stream = TcpStream::connect_timeout(self.addr, HANDSHAKE_TIMEOUT).await.map_err(crate::io_error)?;
+        let mut stream = TcpStream::connect_timeout(self.addr, DIAL_TIMEOUT).await.map_err(crate::io_error)?;
         stream.set_nodelay(true).map_err(crate::io_error)?;
         stream.set_write_timeout(Some(self.liveness.silence_timeout)).map_err(crate::io_error)?;
         let mut hello = Vec::new();
