@@ -358,12 +358,19 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
     expect_done(client.put(2, "k", "v"), "configured groups are still there");
     // Deleting a group no node has (again) writes nothing; it is answered
     // even by cores that have nothing else to do.
-    let readies = |c: &TestCluster| (1..=3).map(|id| c.metrics(id).readies).sum::<u64>();
-    eventually(Duration::from_secs(30), "the cores to go idle", || {
-        let before = readies(&c);
+    // Per node: readies, leader stepdowns, peers counted silent, groups at
+    // rest; shown if the cores never go idle.
+    let activity = |c: &TestCluster| (1..=3).map(|id| c.metrics(id)).map(|m| (m.readies, m.leader_stepdowns, m.peers_silent, m.quiesced_groups)).collect::<Vec<_>>();
+    let started = std::time::Instant::now();
+    loop {
+        let before = activity(&c);
         std::thread::sleep(Duration::from_millis(500));
-        readies(&c) == before
-    });
+        let after = activity(&c);
+        if before.iter().zip(&after).all(|(a, b)| a.0 == b.0) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the cores never went idle for 500 ms in 30 s: (readies, stepdowns, silent peers, groups at rest) per node went from {before:?} to {after:?}");
+    }
     expect_done(client.delete_group(1001), "deleting a deleted group on idle cores");
 }
 
