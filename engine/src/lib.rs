@@ -1,6 +1,7 @@
 //! Everything of Myriad that touches the world: executors, the per-core WAL,
 //! transport, state machines, snapshots and the client API.
 
+pub mod accept;
 pub mod client;
 pub mod framing;
 pub mod group_table;

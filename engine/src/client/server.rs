@@ -17,7 +17,8 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::proto::{self, Reply, Response, ServerHello};
 use crate::framing::Decoded;
-use crate::node::metrics::{CoreMetrics, GaugeHold};
+use crate::accept::{Bound, BoundedListener};
+use crate::node::metrics::CoreMetrics;
 use crate::node::shard::Shard;
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
@@ -54,36 +55,15 @@ impl Outgoing {
 }
 
 pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: usize, metrics: Arc<CoreMetrics>, tasks: TaskSet) {
-    let (mut refusing, mut accept_failing) = (false, false);
+    let bound = Bound { what: "client", open_max: connections_max, open: |m| &m.client_connections, refused: |m| &m.client_connections_refused };
+    let mut listener = BoundedListener::new(listener, bound, metrics);
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors, say: logged when it begins.
-                if !std::mem::replace(&mut accept_failing, true) {
-                    tracing::warn!("accepting a client connection: {e}; trying again every 100 ms");
-                }
-                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        accept_failing = false;
-        // Only this core's tasks change the count, so it is exact here.
-        if metrics.client_connections.load(Ordering::Relaxed) as usize >= connections_max {
-            metrics.client_connections_refused.fetch_add(1, Ordering::Relaxed);
-            if !std::mem::replace(&mut refusing, true) {
-                tracing::warn!("{connections_max} client connections open on this core: closing new ones until some close");
-            }
-            drop(stream);
-            continue;
-        }
-        refusing = false;
+        let (stream, held) = listener.accept().await;
         let Some(s) = shard.upgrade() else { return };
         let shard = shard.clone();
         let hello = ServerHello { node_id: s.node, core: s.core, cores: s.cores() };
         drop(s);
         let inner = tasks.clone();
-        let held = GaugeHold::new(&metrics, |m| &m.client_connections);
         tasks.spawn(async move {
             let _held = held;
             let peer = stream.peer_addr().ok();

@@ -276,9 +276,10 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
     let metrics = node_metrics[core as usize].clone();
     let mut shard = Shard::open(cfg.clone(), core, node_metrics).await?;
     let hello = Handshake { cluster_id: cfg.cluster_id, node_id: node, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
+    let liveness = cfg.peer_liveness();
     for (&peer_node, _) in cfg.peers.iter().filter(|(&id, _)| id != node) {
         let addr = cfg.peer_addr(peer_node, core).expect("listed peer");
-        shard.peers.insert(peer_node, PeerLink::new(peer_node, addr, hello, cfg.peer_liveness(), metrics.clone()));
+        shard.peers.insert(peer_node, PeerLink::new(peer_node, addr, hello, liveness, metrics.clone()));
     }
     let (forwarder, inboxes) = forward::Forwarder::connect(mesh).await;
     shard.forwarder = Some(forwarder);
@@ -307,7 +308,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
             });
         }
     });
-    tasks.spawn(peer::serve_inbound(peer_listener, expect, cfg.peer_liveness(), is_peer, deliver, metrics.clone(), tasks.clone()));
+    tasks.spawn(peer::serve_inbound(peer_listener, expect, liveness, is_peer, deliver, metrics.clone(), tasks.clone()));
     tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), cfg.client_connections_per_core(), metrics.clone(), tasks.clone()));
     let writer = shard.snapshot_writer.clone();
     let saver = Rc::downgrade(&shard);

@@ -27,7 +27,8 @@ use glommio::net::{TcpListener, TcpStream};
 use raftcore::Traffic;
 
 use super::wire::{self, Decoded, Envelope, Handshake};
-use crate::node::metrics::{CoreMetrics, GaugeHold};
+use crate::accept::{Bound, BoundedListener};
+use crate::node::metrics::CoreMetrics;
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
 
@@ -241,27 +242,11 @@ pub async fn serve_inbound<F>(listener: TcpListener, expect: Expect, liveness: L
 where
     F: Fn(u64, Inbound) + 'static,
 {
-    let mut accept_failing = false;
+    let bound = Bound { what: "peer", open_max: INBOUND_CONNECTIONS_MAX, open: |m| &m.peer_connections, refused: |m| &m.connections_refused };
+    let mut listener = BoundedListener::new(listener, bound, metrics.clone());
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors, say: logged when it begins.
-                if !std::mem::replace(&mut accept_failing, true) {
-                    tracing::warn!("accepting a peer connection: {e}; trying again every 100 ms");
-                }
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        accept_failing = false;
-        // Only this core's tasks change the gauge, so it is exact here.
-        if metrics.peer_connections.load(Ordering::Relaxed) as usize >= INBOUND_CONNECTIONS_MAX {
-            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-            continue; // Dropped: closed at once.
-        }
+        let (stream, held) = listener.accept().await;
         let (deliver, metrics, is_peer) = (deliver.clone(), metrics.clone(), is_peer.clone());
-        let held = GaugeHold::new(&metrics, |m| &m.peer_connections);
         tasks.spawn(async move {
             let _held = held;
             let peer = stream.peer_addr().ok();
