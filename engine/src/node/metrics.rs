@@ -12,7 +12,8 @@ pub struct CoreMetrics {
     pub wal_entries: AtomicU64,
     pub wal_records: AtomicU64,
     pub wal_syncs: AtomicU64,
-    /// 1 while the core's WAL waits for disk space (`Wal::disk_full`).
+    /// 1 while the core's WAL waits for disk space or a file descriptor
+    /// for its next segment (`Wal::disk_full`).
     pub wal_disk_full: AtomicU64,
     pub frames_sent: AtomicU64,
     pub keepalive_frames: AtomicU64,
@@ -49,8 +50,9 @@ pub struct MetricsSnapshot {
     pub wal_entries: u64,
     pub wal_records: u64,
     pub wal_syncs: u64,
-    /// Cores whose WAL had no disk space for its next segment at their last
-    /// tick: their writes that need it wait until space is freed.
+    /// Cores whose WAL had no disk space (or no file descriptor) for its next
+    /// segment at their last tick: their writes that need it wait until
+    /// space (or a descriptor) is freed.
     pub wal_disk_full_cores: u64,
     pub frames_sent: u64,
     /// Empty frames of links that had nothing else to send (not in

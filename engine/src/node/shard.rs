@@ -788,13 +788,14 @@ const BUDGET_COMPACTIONS_MAX: usize = 64;
 
 /// Turns a client operation into a proposal or a read of `g`. A command
 /// longer than `entry_bytes_max` is refused: its entry would not fit in a
-/// WAL record; so is every write while the WAL waits for disk space.
+/// WAL record; so is every write while the WAL waits for disk space (or a
+/// file descriptor) for its next segment.
 fn client_op(g: &mut Group, op: Op, entry_bytes_max: usize, wal_disk_full: bool, respond: Responder) {
     let propose = |g: &mut Group, cmd: KvCommand, respond: Responder| {
         if wal_disk_full {
             // Refused before it is proposed, so certainly not applied; the
             // WAL would only queue it in memory until space is freed.
-            return respond(Reply::Error(format!("group {}: this node's WAL has no disk space for a new segment; writes are refused until space is freed", g.id)));
+            return respond(Reply::Error(format!("group {}: this node's WAL has no disk space (or no file descriptor) for a new segment; writes are refused until one is freed", g.id)));
         }
         let command = cmd.encode();
         if command.len() > entry_bytes_max {
