@@ -93,6 +93,13 @@ enum Campaign {
     Transfer,
 }
 
+/// `lease_expires_tick` of a leader that sent a TimeoutNow in its term. Its
+/// target may campaign with it at any later time (the message may arrive
+/// late, after the transfer was abandoned), and voters grant that campaign
+/// despite a lease, so no lease is safe for the rest of the term: reads take
+/// the ReadIndex round instead. A new term (`reset`) clears it.
+const LEASE_FORFEITED: u64 = u64::MAX;
+
 pub struct Raft<S: Storage> {
     pub id: NodeId,
     /// Never decreases (asserted in `reset`).
@@ -123,6 +130,7 @@ pub struct Raft<S: Storage> {
     /// read waits for the next round to be broadcast.
     read_round: u64,
     round_open: bool,
+    /// The tick the leader lease ends at (0: none), or `LEASE_FORFEITED`.
     lease_expires_tick: u64,
     pub lead_transferee: NodeId,
     /// Index of the latest membership change; another waits until it is applied.
@@ -1095,7 +1103,7 @@ impl<S: Storage> Raft<S> {
 
     fn send_timeout_now(&mut self, to: NodeId) {
         // The target will campaign past every follower's lease check.
-        self.lease_expires_tick = 0;
+        self.lease_expires_tick = LEASE_FORFEITED;
         self.send(to, self.term, MessageBody::TimeoutNow);
     }
 
@@ -1103,7 +1111,7 @@ impl<S: Storage> Raft<S> {
 
     /// Whether the leader lease covers a read right now.
     pub fn lease_valid(&self) -> bool {
-        self.role == Role::Leader && self.cfg.lease_ticks > 0 && self.lead_transferee.is_none() && self.ticks_total < self.lease_expires_tick
+        self.role == Role::Leader && self.cfg.lease_ticks > 0 && self.lead_transferee.is_none() && self.lease_expires_tick != LEASE_FORFEITED && self.ticks_total < self.lease_expires_tick
     }
 
     /// Registers a linearizable read. The answer is a `ReadState` once the
@@ -1177,7 +1185,7 @@ impl<S: Storage> Raft<S> {
             self.answer_read(r.request_id, r.from, r.index);
         }
         if let Some((r, sent_tick)) = front {
-            if r == confirmed && self.cfg.lease_ticks > 0 && self.lead_transferee.is_none() {
+            if r == confirmed && self.cfg.lease_ticks > 0 && self.lead_transferee.is_none() && self.lease_expires_tick != LEASE_FORFEITED {
                 self.lease_expires_tick = self.lease_expires_tick.max(sent_tick + self.cfg.lease_ticks as u64);
             }
         }
@@ -1224,7 +1232,9 @@ impl<S: Storage> Raft<S> {
     /// Gives back memory while idle. The lease is dropped: an unticked leader
     /// cannot tell how much time passes.
     pub fn quiesce(&mut self) {
-        self.lease_expires_tick = 0;
+        if self.lease_expires_tick != LEASE_FORFEITED {
+            self.lease_expires_tick = 0;
+        }
         if self.reads.as_ref().is_none_or(|r| r.is_empty()) {
             self.reads = None;
         }

@@ -5,6 +5,9 @@
 
 mod scenario_net;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use raftcore::{ChangeOp, ConfChange, ConfChangeError, Config, ConfigError, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError, ReadError, ReadState, Role, Term, Transition};
 use scenario_net::{change, config, ids, is_append, is_leave_joint_entry, nid, no_lease_config, paper_config, Net};
 
@@ -524,6 +527,50 @@ fn transfer_aborted_after_election_timeout() {
     net.propose(1, "after-abort");
     net.settle();
     assert_eq!(net.sm(2), strings(&["after-abort"]));
+}
+
+/// A TimeoutNow that arrives after its transfer was abandoned still makes
+/// its target campaign past the voters' lease check. The leader that sent
+/// it must not have renewed its lease meanwhile: if it had, it would answer
+/// reads from that lease while the target leads a newer term and takes
+/// writes (a stale read).
+#[test]
+fn a_late_timeout_now_finds_no_lease_at_its_sender() {
+    let mut net = Net::new(&[1, 2, 3], config);
+    net.elect(1);
+    start_lease(&mut net, 1);
+    let held: Rc<RefCell<Vec<Message>>> = Rc::default();
+    let hold = held.clone();
+    net.set_filter(move |m| {
+        let late = matches!(m.body, MessageBody::TimeoutNow);
+        if late {
+            hold.borrow_mut().push(m.clone());
+        }
+        !late
+    });
+    net.raw_mut(1).transfer_leader(nid(2)).unwrap();
+    net.stabilize();
+    let abandoned = net.tick_until(2 * net.timeout_ticks(1), |net| net.raw(1).raft.lead_transferee.is_none());
+    assert!(abandoned.is_some(), "the transfer was never abandoned");
+    net.clear_filter();
+    // Reads keep the heartbeat rounds confirmed, as they would renew a lease.
+    start_lease(&mut net, 1);
+    net.tick_all();
+    let term = net.term(1);
+
+    // The TimeoutNow reaches node 2 now, while node 1 hears from no one.
+    net.isolate(1);
+    let timeout_now = held.borrow_mut().pop().expect("a TimeoutNow was sent");
+    net.raw_mut(2).step(timeout_now);
+    net.stabilize();
+    assert_eq!((net.role(2), net.term(2)), (Role::Leader, term.next()), "the late TimeoutNow did not elect node 2");
+    net.propose(2, "after");
+    net.stabilize();
+    assert_eq!(net.role(1), Role::Leader, "node 1 cannot have heard of the new term");
+    assert!(!net.raw(1).raft.lease_valid(), "node 1 would serve reads from a lease while node 2 leads term {}", net.term(2));
+    net.raw_mut(1).read_index(77).unwrap();
+    net.process(1);
+    assert!(net.node(1).read_states.is_empty(), "node 1 answered a read without a quorum");
 }
 
 // ---- Membership changes (thesis chapter 4) ----------------------------------------------
