@@ -1,7 +1,7 @@
 //! Randomized fault simulation: many seeds, each a reproducible world of
 //! message loss, duplication, reordering, partitions (also one-way), crashes
-//! with lost unpersisted state, compaction with snapshots, and membership
-//! changes, with Raft's safety properties checked after every step and
+//! with lost unpersisted state, compaction with snapshots, membership
+//! changes and leadership transfers, with Raft's safety properties checked after every step and
 //! liveness (every acknowledged write applied everywhere) checked at the end.
 //!
 //! `RAFTCORE_SIM_SEEDS=N` sets how many seeds run (default 500);
@@ -68,6 +68,13 @@ fn inject_fault(c: &mut Cluster, nodes: u64) {
         }
         19..=30 => c.heal(),
         31..=34 => change_membership(c, nodes),
+        35..=37 => {
+            // A transfer whose TimeoutNow may arrive late, after the
+            // transfer was abandoned (see the scenario of that name).
+            if let Some(leader) = c.leader() {
+                let _ = c.node_mut(leader.0).raw_mut().transfer_leader(NodeId(victim));
+            }
+        }
         _ => {}
     }
 }
