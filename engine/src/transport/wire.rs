@@ -242,7 +242,7 @@ impl Encoder {
         let body = FrameBody { out, body_start: start + framing::FRAME_HEADER_BYTES };
         rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.wire, body).expect("serializing into memory does not fail");
         finish_frame(out, start);
-        if self.wire.capacity_bytes() > CODER_KEPT_BYTES_MAX {
+        if self.wire.capacity_bytes() > BUFFER_KEPT_BYTES_MAX {
             self.wire = WireBatch::default();
         }
     }
@@ -287,16 +287,18 @@ impl Decoder {
         self.aligned.extend_from_slice(body);
         let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&self.aligned).map_err(|e| WireError::Structure(e.to_string()))?;
         let envelopes = to_envelopes(archived)?;
-        if self.aligned.capacity() > CODER_KEPT_BYTES_MAX {
+        if self.aligned.capacity() > BUFFER_KEPT_BYTES_MAX {
             self.aligned = AlignedVec::new();
         }
         Ok(Decoded::Frame(envelopes, used))
     }
 }
 
-/// An encoder or decoder keeps at most this much between frames: a rare
-/// large frame (snapshot chunks) does not hold its size for the link's life.
-const CODER_KEPT_BYTES_MAX: usize = 1 << 20;
+/// An encoder, decoder or connection buffer keeps at most this much between
+/// frames: a rare large frame (a snapshot chunk, a catch-up batch, or a
+/// stranger's frame of up to `FRAME_BYTES_MAX`) does not hold its size for
+/// the link's life.
+pub const BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
 
 fn to_envelopes(b: &ArchivedWireBatch) -> Result<Vec<Envelope>, WireError> {
     if b.messages.len() > FRAME_MESSAGES_MAX {
