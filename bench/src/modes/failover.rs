@@ -1,7 +1,9 @@
 //! The `failover` mode (shared/BENCH.md): kills one node of an embedded
-//! cluster under a unique-key write load, measures how long until every group
-//! has a leader again and until writes flow at 90 % of their rate before the
-//! kill, then reads every acknowledged write back from the survivors. An
+//! cluster under a unique-key write load (with `--drain-ms`, drains it
+//! first, as a clean stop does), measures how long until every group has a
+//! leader on another node and until writes flow at 90 % of their rate
+//! before the stop, then reads every acknowledged write back from the
+//! survivors. An
 //! acknowledged write that cannot be found is a lost write: the one figure of
 //! this mode that must always be zero.
 
@@ -44,6 +46,11 @@ pub struct FailoverArgs {
     /// The node to kill (default: the node leading the most groups).
     #[arg(long, value_name = "NODE")]
     pub kill: Option<u64>,
+    /// Drain the node for up to this long before killing it, as `myriad
+    /// serve` does on SIGTERM (`stop_drain_ms`): it hands every group it
+    /// leads to another node first. 0: kill it at once, as a crash would.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub drain_ms: u64,
     /// Not supported: the bench must kill a node itself, so it needs the embedded cluster.
     #[arg(long, value_name = "ADDRS", hide = true)]
     pub target: Option<String>,
@@ -97,6 +104,7 @@ pub fn run(args: &FailoverArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     out.config("before_s", args.before.as_secs_f64());
     out.config("after_s", args.after.as_secs_f64());
     out.config("cores", args.cores);
+    out.config("drain_ms", args.drain_ms);
     out.config("sync", true);
     out.config("target", "embedded");
 
@@ -158,21 +166,28 @@ fn measure(
         after: args.after,
         progress: &ctx.progress,
     };
-    let (kill_at_s, (releaded, led_by_survivors), report) = std::thread::scope(|s| {
-        embedded.cluster.kill(victim);
-        let killed = Instant::now();
+    let (kill_at_s, drained, (releaded, led_by_survivors), report) = std::thread::scope(|s| {
+        // Re-election and recovery count from the start of the stop: the
+        // drain's start when there is one.
+        let stopping = Instant::now();
         let kill_at_s = ctx.progress.elapsed_s();
-        ctx.progress.mark(&format!("kill node {victim}"));
         let watch = &watch;
-        let watcher = s.spawn(move || watch.releaded(killed));
-        std::thread::sleep(args.after.saturating_sub(killed.elapsed()));
+        let watcher = s.spawn(move || watch.releaded(stopping));
+        let drained = (args.drain_ms > 0).then(|| {
+            ctx.progress.mark(&format!("drain node {victim}"));
+            let left = embedded.cluster.drain_and_wait(victim, Duration::from_millis(args.drain_ms));
+            (stopping.elapsed(), left)
+        });
+        embedded.cluster.kill(victim);
+        ctx.progress.mark(&format!("kill node {victim}"));
+        std::thread::sleep(args.after.saturating_sub(stopping.elapsed()));
         // The series ends with the last whole second of load, before the drain.
         ctx.progress.finish();
         let report = load.finish();
         let releaded = watcher
             .join()
             .expect("the re-election watcher does not panic");
-        (kill_at_s, releaded, report)
+        (kill_at_s, drained, releaded, report)
     });
     out.per_second = ctx.progress.per_second();
     out.per_second_unit = "ops".into();
@@ -185,24 +200,34 @@ fn measure(
     out.set("all_releaded_s", releaded.map(|d| d.as_secs_f64()));
     out.set("groups_led_by_survivors", led_by_survivors);
     out.set("throughput_90pct_s", recovered_s);
-    out.say(format!(
-        "killed node {victim} at {kill_at_s:.2} s; it led {led} of {} groups",
-        args.groups
-    ));
+    out.set("drain_s", drained.map(|(d, _)| d.as_secs_f64()));
+    out.set("groups_led_at_kill", drained.map_or(led, |(_, left)| left));
+    match drained {
+        Some((took, left)) => out.say(format!(
+            "drained node {victim} from {kill_at_s:.2} s, when it led {led} of {} groups: {left} left after {:.3} s, then killed it",
+            args.groups,
+            took.as_secs_f64()
+        )),
+        None => out.say(format!(
+            "killed node {victim} at {kill_at_s:.2} s; it led {led} of {} groups",
+            args.groups
+        )),
+    }
+    let stop = if drained.is_some() { "the drain began" } else { "the kill" };
     out.say(match releaded {
         Some(d) => format!(
-            "every group had a leader again {:.3} s after the kill",
+            "every group had a leader on another node {:.3} s after {stop}",
             d.as_secs_f64()
         ),
         None => format!(
-            "NOT every group had a leader again within {:.0} s of the kill: the survivors led {led_by_survivors} of {}",
+            "NOT every group had a leader on another node within {:.0} s of {stop}: the survivors led {led_by_survivors} of {}",
             (args.after + RELEAD_GRACE).as_secs_f64(),
             args.groups
         ),
     });
     out.say(match recovered_s {
-        Some(s) => format!("writes back to 90 % of their rate before the kill within {s:.2} s (per-second resolution)"),
-        None => "writes did NOT come back to 90 % of their rate before the kill".to_string(),
+        Some(s) => format!("writes back to 90 % of their rate before {stop} within {s:.2} s (per-second resolution)"),
+        None => format!("writes did NOT come back to 90 % of their rate before {stop}"),
     });
 
     let survivors_map = ClusterMap {
@@ -268,20 +293,21 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
-    /// Time from the kill until the survivors lead every group between them
-    /// (`None` if that did not happen by `after` + `RELEAD_GRACE`), and the
-    /// groups they led when the watch ended.
-    fn releaded(&self, killed: Instant) -> (Option<Duration>, u64) {
+    /// Time from `since` (the kill, or the drain before it) until the
+    /// survivors lead every group between them (`None` if that did not
+    /// happen by `after` + `RELEAD_GRACE`), and the groups they led when the
+    /// watch ended.
+    fn releaded(&self, since: Instant) -> (Option<Duration>, u64) {
         let give_up = self.after + RELEAD_GRACE;
         let mut led = 0;
-        while killed.elapsed() < give_up {
+        while since.elapsed() < give_up {
             led = self
                 .survivors
                 .iter()
                 .map(|&n| self.cluster.metrics(n).leaders)
                 .sum();
             if led >= self.groups {
-                let took = killed.elapsed();
+                let took = since.elapsed();
                 if took < self.after {
                     self.progress.mark("every group re-led");
                 }

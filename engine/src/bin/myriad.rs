@@ -40,7 +40,8 @@ Exit codes:
 const SERVE_HELP: &str = "\
 Prints one line on stdout once every core serves:
   myriad serving: node=1 cores=1 groups=64 clients=127.0.0.1:7100 peers=127.0.0.1:7101 data_dir=...
-then runs until SIGINT or SIGTERM and stops cleanly (a second signal exits at once).
+then runs until SIGINT or SIGTERM and stops cleanly: it first hands the groups it leads
+to other nodes (up to stop_drain_ms), then stops (a second signal exits at once).
 Logs go to stderr; RUST_LOG sets the filter (default: info).
 
 Exit codes: 0 stopped cleanly, 1 bad configuration or the node failed, 2 bad command line.";

@@ -346,7 +346,7 @@ impl Client {
                 }
                 Reply::Unknown => {
                     if write {
-                        return Outcome::Unknown(format!("node {node} lost leadership of group {group} with the write in flight"));
+                        return Outcome::Unknown(format!("node {node} cannot tell whether the write to group {group} was applied"));
                     }
                     self.leaders.remove(&group);
                     last_error = "read interrupted by a leader change".into();

@@ -93,7 +93,9 @@ pub enum Reply {
     WrongCore { core: u32 },
     /// Overloaded: retry later.
     Busy,
-    /// Leadership was lost while the write was in flight: it may or may not commit.
+    /// The write may or may not have been applied: the replica that proposed
+    /// it can no longer tell (a snapshot skipped its index, it leads again in
+    /// a newer term, or it stopped).
     Unknown,
     Error(String),
 }

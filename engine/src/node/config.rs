@@ -68,6 +68,12 @@ pub struct NodeConfig {
     /// descriptors and read buffers (64 KiB each) that clients can take.
     #[serde(default = "default_client_connections_max")]
     pub client_connections_max: u32,
+    /// On SIGINT or SIGTERM, `myriad serve` first hands every group this
+    /// node leads to another voter (a leadership transfer each), waiting up
+    /// to this long for the node to lead none, so that its groups do not go
+    /// an election timeout without a leader when it stops; 0 stops at once.
+    #[serde(default = "default_stop_drain_ms")]
+    pub stop_drain_ms: u64,
     /// Size of each WAL segment file (preallocated, 4 KiB multiple). A
     /// client command may have at most a quarter of it (4 MiB at most) less
     /// 4 KiB; every node of a cluster should use the same size.
@@ -90,6 +96,8 @@ pub const COMPACT_EVERY_ENTRIES_DEFAULT: u64 = 8192;
 pub const LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT: u64 = 4_000_000;
 /// `client_connections_max` unless configured.
 pub const CLIENT_CONNECTIONS_MAX_DEFAULT: u32 = 4096;
+/// `stop_drain_ms` unless configured.
+pub const STOP_DRAIN_MS_DEFAULT: u64 = 5000;
 
 fn default_compact_every_entries() -> u64 {
     COMPACT_EVERY_ENTRIES_DEFAULT
@@ -101,6 +109,10 @@ fn default_log_entries_in_memory_max() -> u64 {
 
 fn default_client_connections_max() -> u32 {
     CLIENT_CONNECTIONS_MAX_DEFAULT
+}
+
+fn default_stop_drain_ms() -> u64 {
+    STOP_DRAIN_MS_DEFAULT
 }
 
 fn default_wal_segment_size_bytes() -> u64 {

@@ -1,7 +1,12 @@
 //! One Raft group on one core: its replica, its state machine, and the client
 //! requests waiting on it. Answers are given only when they are true: a write
 //! is `Done` once its own entry is applied, `NotLeader` when it certainly was
-//! not applied, and `Unknown` when leadership was lost while it was in flight.
+//! not applied, and `Unknown` when that cannot be known. A write in flight
+//! when leadership moves on keeps waiting: the entry at its index, once this
+//! replica applies it, tells whether it was the write's own (a handed-over
+//! leadership loses no answer). It ends `Unknown` only when a snapshot skips
+//! its index, when this replica leads again (a newer term's proposals start
+//! a new index order) or when the group stops here.
 
 use std::collections::VecDeque;
 
@@ -42,7 +47,7 @@ pub struct Group {
     pub id: u64,
     pub raw: RawNode<MemStorage>,
     pub sm: KvStore,
-    /// In index order.
+    /// In index order (`on_role_change` keeps it so).
     proposals: VecDeque<Proposal>,
     reads: Vec<WaitingRead>,
     next_read_id: u64,
@@ -248,20 +253,44 @@ impl Group {
                     (p.respond)(Reply::NotLeader { leader: self.raw.raft.leader.0 });
                 }
             }
+            // Every later leader's log holds this entry, so its entries past
+            // this index have this term or a newer one: writes of an older
+            // term still waiting (left from a leadership that ended; all of
+            // one term) are in no such log and will never be applied.
+            if self.proposals.front().is_some_and(|p| p.term < e.term) {
+                for p in self.proposals.drain(..) {
+                    (p.respond)(Reply::NotLeader { leader: self.raw.raft.leader.0 });
+                }
+            }
         }
         self.serve_reads();
     }
 
-    /// The replica's role changed. If it is no longer the leader (or its
-    /// term moved on), in-flight writes may or may not commit, and
-    /// unconfirmed reads will not be confirmed.
+    /// The replica's role changed. Writes in flight when leadership ended
+    /// stay until their index is applied (see the module doc), unconfirmed
+    /// reads will not be confirmed. A new leadership answers the writes left
+    /// from an earlier term `Unknown`: its own proposals may take indices
+    /// below theirs (a follower's uncommitted tail can be replaced), which
+    /// would break the queue's index order.
     pub fn on_role_change(&mut self, role: Role) -> Leadership {
         let was_leader = std::mem::replace(&mut self.leading, role == Role::Leader);
         if role == Role::Leader {
-            return if was_leader { Leadership::Unchanged } else { Leadership::Began };
-        }
-        for p in self.proposals.drain(..) {
-            (p.respond)(Reply::Unknown);
+            if was_leader {
+                return Leadership::Unchanged;
+            }
+            // Proposals of this term were made since the replica won (before
+            // this ready told us); they stay.
+            let term = self.raw.raft.term;
+            if self.proposals.front().is_some_and(|p| p.term < term) {
+                for p in std::mem::take(&mut self.proposals) {
+                    if p.term < term {
+                        (p.respond)(Reply::Unknown);
+                    } else {
+                        self.proposals.push_back(p);
+                    }
+                }
+            }
+            return Leadership::Began;
         }
         let leader = self.raw.raft.leader.0;
         let mut kept = Vec::new();
@@ -279,9 +308,33 @@ impl Group {
         }
     }
 
+    /// Starts handing this replica's leadership to the voter that holds the
+    /// most of its log among those `reachable` says are up (the transfer
+    /// brings it up to date first). Returns the target, or `None` when it
+    /// does not lead, a transfer is already under way, or no voter qualifies.
+    pub fn hand_over(&mut self, reachable: impl Fn(u64) -> bool) -> Option<u64> {
+        let raft = &self.raw.raft;
+        if raft.role != Role::Leader || !raft.lead_transferee.is_none() {
+            return None;
+        }
+        let me = raft.id;
+        let target = raft.tracker.iter().filter(|p| p.id != me && !p.is_learner && raft.tracker.is_voter(p.id) && reachable(p.id.0)).max_by_key(|p| p.matched)?.id;
+        self.raw.transfer_leader(target).ok().map(|()| target.0)
+    }
+
     /// This replica leads the group, as of its last ready.
     pub fn is_leading(&self) -> bool {
         self.leading
+    }
+
+    /// A leader's snapshot replaced the state machine: the writes whose
+    /// index it covers may or may not be in it.
+    pub fn on_snapshot_restored(&mut self) {
+        let applied = self.sm.applied();
+        while self.proposals.front().is_some_and(|p| p.index <= applied) {
+            let p = self.proposals.pop_front().expect("front exists");
+            (p.respond)(Reply::Unknown);
+        }
     }
 
     /// Fails everything waiting (the core is stopping).
@@ -311,5 +364,146 @@ fn to_reply(encoded: &[u8]) -> Reply {
         Ok(KvReply::CasFailed { current }) => Reply::CasFailed { current },
         Ok(KvReply::Invalid) => Reply::Error("the command is not a valid KV command".into()),
         Err(e) => Reply::Error(format!("state machine reply: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use raftcore::{Config, ConfState, Message, NodeId};
+
+    use super::*;
+    use crate::kv::KvCommand;
+
+    /// Three replicas of one group, their messages handed over in memory
+    /// (persistence at once), except those `cut` drops.
+    struct Trio {
+        groups: Vec<Group>,
+        queue: Vec<Message>,
+    }
+
+    impl Trio {
+        fn new() -> Trio {
+            let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
+            let groups = voters
+                .iter()
+                .map(|&id| {
+                    let storage = MemStorage::new(ConfState { voters: voters.clone(), ..Default::default() });
+                    let raw = RawNode::new(Config::new(id), storage).expect("valid config");
+                    Group::new(7, raw, KvStore::new())
+                })
+                .collect();
+            Trio { groups, queue: Vec::new() }
+        }
+
+        fn group(&mut self, id: u64) -> &mut Group {
+            &mut self.groups[id as usize - 1]
+        }
+
+        /// Handles readies and delivers messages until nothing moves.
+        fn pump(&mut self, cut: impl Fn(u64, u64) -> bool) {
+            for _ in 0..100 {
+                let mut moved = false;
+                for g in &mut self.groups {
+                    while g.raw.has_ready() {
+                        moved = true;
+                        let rd = g.raw.ready();
+                        if let Some(ss) = &rd.soft_state {
+                            g.on_role_change(ss.role);
+                        }
+                        let storage = &mut g.raw.raft.log.storage;
+                        storage.append_owned(rd.entries.clone());
+                        if let Some(hs) = rd.hard_state {
+                            storage.set_hard_state(hs);
+                        }
+                        g.raw.advance(&rd);
+                        self.queue.extend(rd.messages.iter().chain(&rd.persisted_messages).cloned());
+                        g.apply(rd.committed_entries);
+                    }
+                }
+                for m in std::mem::take(&mut self.queue) {
+                    if !cut(m.from.0, m.to.0) {
+                        moved = true;
+                        self.group(m.to.0).raw.step(m);
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("the replicas did not settle");
+        }
+
+        fn tick(&mut self, id: u64) {
+            self.group(id).raw.tick();
+        }
+
+        /// Ticks every replica that `cut` leaves in touch with another until
+        /// one of them leads in a term newer than any before; returns it.
+        fn tick_until_led(&mut self, cut: impl Fn(u64, u64) -> bool + Copy) -> u64 {
+            let term = self.groups.iter().map(|g| g.raw.raft.term).max().expect("three");
+            for _ in 0..200 {
+                for id in 1..=3 {
+                    if (1..=3).any(|other| other != id && !cut(id, other)) {
+                        self.tick(id);
+                    }
+                }
+                self.pump(cut);
+                if let Some(g) = self.groups.iter().find(|g| g.is_leading() && g.raw.raft.term > term) {
+                    return g.raw.raft.id.0;
+                }
+            }
+            panic!("no replica was elected");
+        }
+
+        /// Puts `key` at replica `at`; the reply lands in the returned cell.
+        fn put(&mut self, at: u64, key: &'static str) -> Rc<RefCell<Option<Reply>>> {
+            let reply = Rc::new(RefCell::new(None));
+            let into = reply.clone();
+            let command = KvCommand::Put { key: Bytes::from_static(key.as_bytes()), value: Bytes::from_static(b"v") }.encode();
+            self.group(at).propose(command, Box::new(move |r| *into.borrow_mut() = Some(r)));
+            reply
+        }
+    }
+
+    /// The leader proposes three writes: the first reaches follower `a`
+    /// (whose answer is lost), the others reach no one. Cut off, the old
+    /// leader loses the group to `a`, which commits the first write in its
+    /// term. Back in touch, the old leader answers the first `Done` once it
+    /// applies it, and the others `NotLeader` once it applies an entry of
+    /// the newer term: before, all three ended `Unknown` the moment its
+    /// leadership ended.
+    #[test]
+    fn writes_in_flight_when_leadership_ends_get_definite_answers() {
+        let mut t = Trio::new();
+        let leader = t.tick_until_led(|_, _| false);
+        let (a, b) = match leader {
+            1 => (2, 3),
+            2 => (3, 1),
+            _ => (1, 2),
+        };
+
+        let first = t.put(leader, "first");
+        t.pump(|from, to| (from == leader && to == b) || (from == a && to == leader));
+        let second = t.put(leader, "second");
+        let third = t.put(leader, "third");
+        t.pump(|from, _| from == leader);
+        assert_eq!((first.borrow().clone(), second.borrow().clone(), third.borrow().clone()), (None, None, None), "nothing committed yet");
+
+        let cut_off = |from: u64, to: u64| from == leader || to == leader;
+        assert_eq!(t.tick_until_led(cut_off), a, "only the follower holding the first write can win");
+        for _ in 0..3 {
+            t.tick(a);
+            t.pump(|_, _| false);
+        }
+        assert!(!t.group(leader).is_leading());
+        assert_eq!(first.borrow().clone(), Some(Reply::Done), "the write the new leader committed");
+        assert_eq!(second.borrow().clone(), Some(Reply::NotLeader { leader: a }), "a write no one else had, its index taken");
+        // No entry holds its index yet; the newer term tells.
+        assert_eq!(third.borrow().clone(), Some(Reply::NotLeader { leader: a }), "a write no one else had, past the new leader's log");
+        assert_eq!(t.group(leader).sm.get(b"first").cloned(), Some(Bytes::from_static(b"v")));
+        assert_eq!(t.group(leader).sm.get(b"second"), None);
     }
 }

@@ -39,6 +39,7 @@ pub struct CoreMetrics {
     pub requests_forwarded: AtomicU64,
     pub leaders: AtomicU64,
     pub leader_stepdowns: AtomicU64,
+    pub leader_transfers_started: AtomicU64,
     pub quiesced_groups: AtomicU64,
     pub log_entries_in_memory: AtomicU64,
 }
@@ -98,6 +99,9 @@ pub struct MetricsSnapshot {
     pub leaders: u64,
     /// Times a replica of this node stopped leading its group.
     pub leader_stepdowns: u64,
+    /// Leadership transfers this node started while draining (one group
+    /// may need more than one, when a transfer is abandoned).
+    pub leader_transfers_started: u64,
     /// Groups not being ticked (as of each core's last tick).
     pub quiesced_groups: u64,
     /// Raft log entries held in memory (as of each core's last budget
@@ -140,6 +144,7 @@ impl MetricsSnapshot {
             s.requests_forwarded += get(&m.requests_forwarded);
             s.leaders += get(&m.leaders);
             s.leader_stepdowns += get(&m.leader_stepdowns);
+            s.leader_transfers_started += get(&m.leader_transfers_started);
             s.quiesced_groups += get(&m.quiesced_groups);
             s.log_entries_in_memory += get(&m.log_entries_in_memory);
         }

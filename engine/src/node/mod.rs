@@ -18,11 +18,12 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use glommio::net::TcpListener;
 
-pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT};
+pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT, STOP_DRAIN_MS_DEFAULT};
 pub use metrics::{CoreMetrics, MetricsSnapshot};
 use shard::{Event, Shard};
 
@@ -36,6 +37,8 @@ const _: () = assert!(raftcore::limits::LOG_INDEX_MAX <= crate::wal::limits::LOG
 
 /// io_memory registered per executor (memlock is small on many machines).
 const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
+/// How often `Cluster::drain_and_wait` reads the leader count.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Version of the peer protocol, checked in every handshake.
 pub const PEER_PROTOCOL_VERSION: u16 = 1;
 
@@ -43,6 +46,7 @@ pub const PEER_PROTOCOL_VERSION: u16 = 1;
 struct ShardControl {
     node: u64,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
     metrics: Arc<CoreMetrics>,
 }
 
@@ -69,6 +73,7 @@ struct ShardPlan {
     cfg: NodeConfig,
     core: u32,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
     /// Every core's counters of the node, by core (this one's among them).
     node_metrics: Vec<Arc<CoreMetrics>>,
     mesh: forward::MeshEnds,
@@ -106,10 +111,10 @@ impl Cluster {
                     let pin_cpu = cfg.pin_cores.then_some(index % cpus);
                     plans.push(ExecutorPlan { index, pin_cpu, shards: Vec::new() });
                 }
-                let stop = Arc::new(AtomicBool::new(false));
+                let (stop, drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
                 let metrics = node_metrics[core as usize].clone();
-                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), node_metrics: node_metrics.clone(), mesh: ends });
-                shards.push(ShardControl { node: cfg.node_id, stop, metrics });
+                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), drain: drain.clone(), node_metrics: node_metrics.clone(), mesh: ends });
+                shards.push(ShardControl { node: cfg.node_id, stop, drain, metrics });
             }
         }
         let (addr_tx, addr_rx) = mpsc::channel::<anyhow::Result<(u64, u32, SocketAddr)>>();
@@ -157,6 +162,32 @@ impl Cluster {
     pub fn kill(&self, node: u64) {
         for s in self.shards.iter().filter(|s| s.node == node) {
             s.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts draining `node`: from its next tick on, every group it leads
+    /// hands its leadership to the voter holding the most of its log among
+    /// the peers that are up (a leadership transfer; one abandoned, or a
+    /// leadership won meanwhile, is handed over at a later tick). The node
+    /// goes on serving as a follower. Meant for just before it stops, so
+    /// that its groups need not wait out an election timeout.
+    pub fn drain(&self, node: u64) {
+        for s in self.shards.iter().filter(|s| s.node == node) {
+            s.drain.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Drains `node` (see `drain`) and waits until it leads no group or
+    /// `timeout` passes; returns how many groups it still leads.
+    pub fn drain_and_wait(&self, node: u64, timeout: Duration) -> u64 {
+        self.drain(node);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leaders = self.metrics(node).leaders;
+            if leaders == 0 || Instant::now() >= deadline {
+                return leaders;
+            }
+            std::thread::sleep(DRAIN_POLL_INTERVAL);
         }
     }
 
@@ -229,7 +260,7 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
 /// Opens, serves and finally stops one shard; reports its client address
 /// (or why it could not start) through `addr_tx`.
 async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
-    let ShardPlan { cfg, core, stop, node_metrics, mesh } = plan;
+    let ShardPlan { cfg, core, stop, drain, node_metrics, mesh } = plan;
     let node = cfg.node_id;
     let tasks = TaskSet::default();
     let started = start_shard(Rc::new(cfg), core, node_metrics, mesh, &tasks).await;
@@ -250,6 +281,9 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
             if stop.load(Ordering::Relaxed) {
                 ticker.push(Event::Stop);
                 return;
+            }
+            if drain.load(Ordering::Relaxed) {
+                ticker.push(Event::Drain);
             }
             ticker.push(Event::Tick);
         }

@@ -52,6 +52,9 @@ pub enum Event {
     WalFailed(String),
     /// Snapshot files the writer saved (or failed to).
     SnapshotsSaved(Vec<Saved>),
+    /// The node is draining: hand every leadership of this core to another
+    /// voter (sent every tick while the node drains; see `Cluster::drain`).
+    Drain,
     Stop,
 }
 
@@ -556,8 +559,25 @@ impl Shard {
                 }
             }
             Event::SnapshotsSaved(saved) => self.on_snapshots_saved(&mut groups, saved, batch),
+            Event::Drain => self.hand_over_leaderships(&mut groups, dirty),
             Event::Durable(_) | Event::WalFailed(_) | Event::Stop => unreachable!("handled by the loop"),
         }
+    }
+
+    /// Starts a leadership transfer in every group this core leads that has
+    /// none under way, to a peer that is up (an abandoned transfer, or a
+    /// leadership won meanwhile, is handed over at the next drain tick).
+    fn hand_over_leaderships(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
+        let live_peers = self.live_peers.borrow();
+        let mut started = 0u64;
+        for g in groups.values_mut().filter(|g| g.is_leading()) {
+            self.wake_group(g);
+            if g.hand_over(|node| live_peers.contains(&node)).is_some() {
+                started += 1;
+                schedule_if_ready(g, dirty);
+            }
+        }
+        self.metrics.leader_transfers_started.fetch_add(started, Ordering::Relaxed);
     }
 
     /// Wakes `g` if it is quiesced; the ticks then visit it again.
@@ -615,6 +635,7 @@ impl Shard {
             batch.truncate(gid, wal::LogIndex(s.meta.index.0 + 1));
             batch.compact(gid, wal::LogIndex(s.meta.index.0));
             g.raw.raft.log.storage.apply_snapshot(s);
+            g.on_snapshot_restored();
             self.metrics.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         }
         for e in &entries {

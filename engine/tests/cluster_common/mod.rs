@@ -82,6 +82,7 @@ impl TestCluster {
                 compact_every_entries: 64,
                 log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
                 client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
+                stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
                 // Small segments, so that purges rewrite idle groups forward in
                 // every cluster test.
                 wal_segment_size_bytes: 1 << 20,

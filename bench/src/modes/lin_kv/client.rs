@@ -196,7 +196,7 @@ impl SingleAttempt {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                Reply::Unknown if write => return Outcome::Unknown(format!("node {node} lost leadership of group {group} with the write in flight")),
+                Reply::Unknown if write => return Outcome::Unknown(format!("node {node} cannot tell whether the write to group {group} was applied")),
                 Reply::Unknown => {
                     self.leaders.remove(&group);
                     last_error = "read interrupted by a leader change".into();

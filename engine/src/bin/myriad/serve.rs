@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -96,6 +96,17 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             std::process::exit(130);
         }
     });
+    if cfg.stop_drain_ms > 0 {
+        let began = Instant::now();
+        let led = cluster.metrics(node).leaders;
+        let left = cluster.drain_and_wait(node, Duration::from_millis(cfg.stop_drain_ms));
+        let ms = began.elapsed().as_millis() as u64;
+        if left == 0 {
+            tracing::info!(node, groups = led, ms, "handed every leadership to other nodes");
+        } else {
+            tracing::warn!(node, groups = led, left, ms, "stopping while still leading {left} groups: they elect new leaders after an election timeout");
+        }
+    }
     cluster.shutdown().with_context(|| format!("stopping node {node}"))?;
     tracing::info!(node, "stopped");
     Ok(())
@@ -355,12 +366,17 @@ compact_every_entries = 8192
 
 # Raft log entries a core keeps in memory, all its groups together: a safety
 # valve against running out of memory. Beyond it the core compacts its
-# longest logs, up to 64 groups a second (each serializes its state machine).
+# longest logs, up to 64 groups a tick (each serializes its state machine).
 log_entries_in_memory_max = 4000000
 
 # Client connections the node keeps open, spread evenly over its cores;
 # beyond its share a core closes new connections at once.
 client_connections_max = 4096
+
+# On SIGINT or SIGTERM, first hand every group this node leads to another
+# node, waiting up to this long, so that no group waits out an election
+# timeout without a leader; 0 stops at once.
+stop_drain_ms = 5000
 
 # Size of each preallocated WAL segment file (one WAL per core). A command
 # may have a quarter of it (at most 4 MiB) less 4 KiB; use one size cluster-wide.
