@@ -572,6 +572,8 @@ fn a_partitioned_node_catches_up_and_deposes_no_leader(how: Break) {
             assert!(tries < 5, "group {g} took no write without node {x}");
         }
     }
+    // Check-quorum ended its leaderships: it counts none while cut off.
+    eventually(Duration::from_secs(10), "node x, cut off, leads no group", || c.metrics(x).leaders == 0);
     let stale = c.client_of(x).call(1, Op::Get { key: Bytes::from("k150"), consistency: Consistency::Linearizable });
     assert!(!matches!(stale, Outcome::Ok(_)), "node {x}, cut off, answered a linearizable read: {stale:?}");
     let stepdowns = |c: &TestCluster| others.iter().map(|&id| c.metrics(id).leader_stepdowns).sum::<u64>();
@@ -746,4 +748,44 @@ fn a_drained_node_hands_over_every_leadership_and_leaves_no_write_unanswered() {
     for (g, w, i) in acked {
         assert_eq!(after.get(g, format!("d{w}-{i}")), Outcome::Ok(Reply::Value(Some(value(g, i)))), "acknowledged write {w}-{i} to group {g} lost");
     }
+}
+
+/// Leaderships at rest on a node cut off from its peers end: losing its
+/// quorum wakes them, and a leader without a quorum of reachable voters no
+/// longer rests, so check-quorum deposes it (before, the node counted them
+/// until the partition healed).
+#[test]
+fn a_cut_off_node_ends_its_resting_leaderships() {
+    let (c, x, _) = cut_off_node_at_rest();
+    eventually(Duration::from_secs(10), "check-quorum deposes node x's leaderships", || c.metrics(x).leaders == 0);
+}
+
+/// A draining node whose leaderships no one can take (its peers are cut
+/// off) stops waiting once every core found no taker, instead of for the
+/// whole drain time (a node alone stops at once): it returns still leading
+/// every one, well within the election timeout after which check-quorum
+/// ends them.
+#[test]
+fn a_drain_with_no_taker_ends_without_waiting_out_its_time() {
+    let (c, x, led) = cut_off_node_at_rest();
+    let left = c.nodes[&x].drain_and_wait(x, Duration::from_secs(30));
+    assert_eq!(left, led, "node {x} waited for its leaderships to end instead of seeing that no one could take them");
+    assert!(c.metrics(x).leaderships_without_transfer_target > 0);
+    eventually(Duration::from_secs(10), "check-quorum deposes node x's leaderships", || c.metrics(x).leaders == 0);
+}
+
+/// A cluster whose groups all rest, with the node leading the most of them
+/// (returned, with that count) just cut off from its peers.
+fn cut_off_node_at_rest() -> (TestCluster, u64, u64) {
+    let groups = 24;
+    let c = TestCluster::start_relayed(groups, 2, |_| {});
+    let mut client = c.client();
+    put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
+    eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
+    let x = (1..=3).max_by_key(|&id| c.metrics(id).leaders).expect("three nodes");
+    let led = c.metrics(x).leaders;
+    assert!(led > 0, "node {x} leads no group");
+    c.partition(x, Break::Cut);
+    eventually(Duration::from_secs(10), "node x lost its peers", || c.metrics(x).peer_connections == 0);
+    (c, x, led)
 }

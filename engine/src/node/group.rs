@@ -105,6 +105,16 @@ impl crate::group_table::Prefetch for Group {
     }
 }
 
+/// What `Group::hand_over` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandOver {
+    Started,
+    /// A transfer (or a step-down) is already under way.
+    Underway,
+    /// No other voter is up to take the leadership.
+    NoTarget,
+}
+
 /// What the shard's loop over many groups does with each (see `Prefetch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Visit {
@@ -140,7 +150,7 @@ impl Group {
     /// A follower quiesces only while `leader_reachable` says its leader's
     /// node is connected: one that lost its leader must keep ticking to elect
     /// another.
-    pub fn tick(&mut self, quiesce_after_ticks: u32, leader_reachable: impl Fn(u64) -> bool) {
+    pub fn tick(&mut self, quiesce_after_ticks: u32, reachable: impl Fn(u64) -> bool) {
         debug_assert!(!self.quiesced, "quiesced groups are not ticked");
         // Idle as the last ready left it: the heartbeat this tick may send
         // does not count as work.
@@ -155,9 +165,7 @@ impl Group {
         let committed = self.raw.raft.log.committed.0;
         let fresh_commit = std::mem::replace(&mut self.commit_at_last_tick, committed) != committed;
         self.raw.tick();
-        let raft = &self.raw.raft;
-        let leader_ok = raft.role == Role::Leader || leader_reachable(raft.leader.0);
-        if !leader_ok || !idle || fresh_commit {
+        if !idle || fresh_commit || !self.may_rest(&reachable) {
             self.idle_ticks = 0;
             return;
         }
@@ -169,6 +177,19 @@ impl Group {
             self.raw.quiesce();
             self.quiesced = true;
         }
+    }
+
+    /// A follower may rest while its leader's node is `reachable`; a leader
+    /// while a quorum of its voters is (itself included). A leader cut off
+    /// from its quorum goes on ticking, so check-quorum deposes it, instead
+    /// of resting as a leader nobody follows.
+    fn may_rest(&self, reachable: impl Fn(u64) -> bool) -> bool {
+        let raft = &self.raw.raft;
+        if raft.role != Role::Leader {
+            return reachable(raft.leader.0);
+        }
+        let me = raft.id;
+        raft.tracker.voters.vote_result(|id| Some(id == me || reachable(id.0))) == raftcore::quorum::VoteResult::Won
     }
 
     fn waiting(&self) -> usize {
@@ -310,16 +331,20 @@ impl Group {
 
     /// Starts handing this replica's leadership to the voter that holds the
     /// most of its log among those `reachable` says are up (the transfer
-    /// brings it up to date first). Returns the target, or `None` when it
-    /// does not lead, a transfer is already under way, or no voter qualifies.
-    pub fn hand_over(&mut self, reachable: impl Fn(u64) -> bool) -> Option<u64> {
+    /// brings it up to date first).
+    pub fn hand_over(&mut self, reachable: impl Fn(u64) -> bool) -> HandOver {
         let raft = &self.raw.raft;
         if raft.role != Role::Leader || !raft.lead_transferee.is_none() {
-            return None;
+            return HandOver::Underway;
         }
         let me = raft.id;
-        let target = raft.tracker.iter().filter(|p| p.id != me && !p.is_learner && raft.tracker.is_voter(p.id) && reachable(p.id.0)).max_by_key(|p| p.matched)?.id;
-        self.raw.transfer_leader(target).ok().map(|()| target.0)
+        let Some(target) = raft.tracker.iter().filter(|p| p.id != me && !p.is_learner && raft.tracker.is_voter(p.id) && reachable(p.id.0)).max_by_key(|p| p.matched).map(|p| p.id) else {
+            return HandOver::NoTarget;
+        };
+        match self.raw.transfer_leader(target) {
+            Ok(()) => HandOver::Started,
+            Err(_) => HandOver::Underway,
+        }
     }
 
     /// This replica leads the group, as of its last ready.

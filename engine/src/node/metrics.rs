@@ -40,6 +40,9 @@ pub struct CoreMetrics {
     pub leaders: AtomicU64,
     pub leader_stepdowns: AtomicU64,
     pub leader_transfers_started: AtomicU64,
+    pub leaderships_without_transfer_target: AtomicU64,
+    /// Ticks at which this core handed leaderships over (`Cluster::drain`).
+    pub drain_ticks: AtomicU64,
     pub quiesced_groups: AtomicU64,
     pub log_entries_in_memory: AtomicU64,
 }
@@ -102,6 +105,9 @@ pub struct MetricsSnapshot {
     /// Leadership transfers this node started while draining (one group
     /// may need more than one, when a transfer is abandoned).
     pub leader_transfers_started: u64,
+    /// Groups a draining node leads that no other voter is up to take (as
+    /// of each core's last drain tick).
+    pub leaderships_without_transfer_target: u64,
     /// Groups not being ticked (as of each core's last tick).
     pub quiesced_groups: u64,
     /// Raft log entries held in memory (as of each core's last budget
@@ -145,6 +151,7 @@ impl MetricsSnapshot {
             s.leaders += get(&m.leaders);
             s.leader_stepdowns += get(&m.leader_stepdowns);
             s.leader_transfers_started += get(&m.leader_transfers_started);
+            s.leaderships_without_transfer_target += get(&m.leaderships_without_transfer_target);
             s.quiesced_groups += get(&m.quiesced_groups);
             s.log_entries_in_memory += get(&m.log_entries_in_memory);
         }

@@ -177,14 +177,21 @@ impl Cluster {
         }
     }
 
-    /// Drains `node` (see `drain`) and waits until it leads no group or
-    /// `timeout` passes; returns how many groups it still leads.
+    /// Drains `node` (see `drain`) and waits until it leads no group, until
+    /// no other voter is up to take the groups it still leads (a node alone,
+    /// or whose peers are down), or until `timeout` passes; returns how many
+    /// groups it still leads.
     pub fn drain_and_wait(&self, node: u64, timeout: Duration) -> u64 {
         self.drain(node);
         let deadline = Instant::now() + timeout;
         loop {
+            // Each core has looked at its groups, and what it still leads has no taker.
+            let stuck = self.shards.iter().filter(|s| s.node == node).all(|s| {
+                let m = &s.metrics;
+                m.drain_ticks.load(Ordering::Acquire) > 0 && m.leaders.load(Ordering::Relaxed) <= m.leaderships_without_transfer_target.load(Ordering::Relaxed)
+            });
             let leaders = self.metrics(node).leaders;
-            if leaders == 0 || Instant::now() >= deadline {
+            if leaders == 0 || stuck || Instant::now() >= deadline {
                 return leaders;
             }
             std::thread::sleep(DRAIN_POLL_INTERVAL);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, Storage};
 
 use super::forward::{Forward, Forwarder};
-use super::group::{Group, Leadership, ReadOp, Responder, Visit};
+use super::group::{Group, HandOver, Leadership, ReadOp, Responder, Visit};
 use crate::group_table::GroupTable;
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
@@ -553,8 +553,12 @@ impl Shard {
             Event::PeerLost { node } => {
                 self.live_peers.borrow_mut().remove(&node);
                 // Groups resting under that node's leadership must be able to
-                // elect another leader if it is gone.
-                for g in groups.values_mut().filter(|g| g.raw.raft.leader.0 == node) {
+                // elect another leader if it is gone; leaderships resting here
+                // without a quorum left must tick, so that check-quorum ends
+                // them (`Group::may_rest`).
+                let live = self.live_peers.borrow();
+                let quorum_lost = live.len() + 1 < self.cfg.voters().len() / 2 + 1;
+                for g in groups.values_mut().filter(|g| g.raw.raft.leader.0 == node || (quorum_lost && g.is_leading())) {
                     self.wake_group(g);
                 }
             }
@@ -569,15 +573,22 @@ impl Shard {
     /// leadership won meanwhile, is handed over at the next drain tick).
     fn hand_over_leaderships(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
         let live_peers = self.live_peers.borrow();
-        let mut started = 0u64;
+        let (mut started, mut no_target) = (0u64, 0u64);
         for g in groups.values_mut().filter(|g| g.is_leading()) {
             self.wake_group(g);
-            if g.hand_over(|node| live_peers.contains(&node)).is_some() {
-                started += 1;
-                schedule_if_ready(g, dirty);
+            match g.hand_over(|node| live_peers.contains(&node)) {
+                HandOver::Started => {
+                    started += 1;
+                    schedule_if_ready(g, dirty);
+                }
+                HandOver::NoTarget => no_target += 1,
+                HandOver::Underway => {}
             }
         }
-        self.metrics.leader_transfers_started.fetch_add(started, Ordering::Relaxed);
+        let m = &self.metrics;
+        m.leader_transfers_started.fetch_add(started, Ordering::Relaxed);
+        m.leaderships_without_transfer_target.store(no_target, Ordering::Relaxed);
+        m.drain_ticks.fetch_add(1, Ordering::Release);
     }
 
     /// Wakes `g` if it is quiesced; the ticks then visit it again.

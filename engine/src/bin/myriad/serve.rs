@@ -104,7 +104,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         if left == 0 {
             tracing::info!(node, groups = led, ms, "handed every leadership to other nodes");
         } else {
-            tracing::warn!(node, groups = led, left, ms, "stopping while still leading {left} groups: they elect new leaders after an election timeout");
+            tracing::warn!(node, groups = led, left, ms, "stopping while still leading {left} groups (no other node was up to take them, or stop_drain_ms ran out): the others elect their leaders after an election timeout");
         }
     }
     cluster.shutdown().with_context(|| format!("stopping node {node}"))?;
