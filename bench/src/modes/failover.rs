@@ -3,9 +3,8 @@
 //! first, as a clean stop does), measures how long until every group has a
 //! leader on another node and until writes flow at 90 % of their rate
 //! before the stop, then reads every acknowledged write back from the
-//! survivors. An
-//! acknowledged write that cannot be found is a lost write: the one figure of
-//! this mode that must always be zero.
+//! survivors. An acknowledged write that cannot be found is a lost write: the
+//! one figure of this mode that must always be zero.
 
 mod check;
 
@@ -166,11 +165,11 @@ fn measure(
         after: args.after,
         progress: &ctx.progress,
     };
-    let (kill_at_s, drained, (releaded, led_by_survivors), report) = std::thread::scope(|s| {
+    let (stop_at_s, drained, (releaded, led_by_survivors), report) = std::thread::scope(|s| {
         // Re-election and recovery count from the start of the stop: the
         // drain's start when there is one.
         let stopping = Instant::now();
-        let kill_at_s = ctx.progress.elapsed_s();
+        let stop_at_s = ctx.progress.elapsed_s();
         let watch = &watch;
         let watcher = s.spawn(move || watch.releaded(stopping));
         let drained = (args.drain_ms > 0).then(|| {
@@ -181,20 +180,21 @@ fn measure(
         embedded.cluster.kill(victim);
         ctx.progress.mark(&format!("kill node {victim}"));
         std::thread::sleep(args.after.saturating_sub(stopping.elapsed()));
-        // The series ends with the last whole second of load, before the drain.
+        // The series ends with the last whole second of load, before the
+        // load threads wind down.
         ctx.progress.finish();
         let report = load.finish();
         let releaded = watcher
             .join()
             .expect("the re-election watcher does not panic");
-        (kill_at_s, drained, releaded, report)
+        (stop_at_s, drained, releaded, report)
     });
     out.per_second = ctx.progress.per_second();
     out.per_second_unit = "ops".into();
     out.marks = ctx.progress.marks();
     fill(out, &report, args.payload);
 
-    let recovered_s = recovery_s(&out.per_second, kill_at_s, RECOVERED_FRACTION);
+    let recovered_s = recovery_s(&out.per_second, stop_at_s, RECOVERED_FRACTION);
     out.set("killed_node", victim);
     out.set("groups_led_by_killed_node", led);
     out.set("all_releaded_s", releaded.map(|d| d.as_secs_f64()));
@@ -204,12 +204,12 @@ fn measure(
     out.set("groups_led_at_kill", drained.map_or(led, |(_, left)| left));
     match drained {
         Some((took, left)) => out.say(format!(
-            "drained node {victim} from {kill_at_s:.2} s, when it led {led} of {} groups: {left} left after {:.3} s, then killed it",
+            "drained node {victim} from {stop_at_s:.2} s, when it led {led} of {} groups: {left} left after {:.3} s, then killed it",
             args.groups,
             took.as_secs_f64()
         )),
         None => out.say(format!(
-            "killed node {victim} at {kill_at_s:.2} s; it led {led} of {} groups",
+            "killed node {victim} at {stop_at_s:.2} s; it led {led} of {} groups",
             args.groups
         )),
     }

@@ -146,10 +146,10 @@ impl Group {
         true
     }
 
-    /// One tick; the group quiesces once it was idle for `quiesce_after_ticks`.
-    /// A follower quiesces only while `leader_reachable` says its leader's
-    /// node is connected: one that lost its leader must keep ticking to elect
-    /// another.
+    /// One tick; the group quiesces once it was idle for `quiesce_after_ticks`
+    /// and `may_rest` allows it (`reachable` says which nodes are connected):
+    /// a follower that lost its leader must keep ticking to elect another,
+    /// and a leader that lost its quorum, for check-quorum to end it.
     pub fn tick(&mut self, quiesce_after_ticks: u32, reachable: impl Fn(u64) -> bool) {
         debug_assert!(!self.quiesced, "quiesced groups are not ticked");
         // Idle as the last ready left it: the heartbeat this tick may send
