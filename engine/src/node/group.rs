@@ -109,7 +109,8 @@ impl crate::group_table::Prefetch for Group {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandOver {
     Started,
-    /// A transfer (or a step-down) is already under way.
+    /// A transfer is already under way, or the replica no longer leads (a
+    /// step-down its last ready did not show yet): nothing to start.
     Underway,
     /// No other voter is up to take the leadership.
     NoTarget,
@@ -530,5 +531,25 @@ mod tests {
         assert_eq!(third.borrow().clone(), Some(Reply::NotLeader { leader: a }), "a write no one else had, past the new leader's log");
         assert_eq!(t.group(leader).sm.get(b"first").cloned(), Some(Bytes::from_static(b"v")));
         assert_eq!(t.group(leader).sm.get(b"second"), None);
+    }
+
+    /// `hand_over` picks a reachable voter, says when none is, does not
+    /// start a second transfer while one is under way, and the target then
+    /// leads; the old leader's write proposed before it answers `Done`.
+    #[test]
+    fn a_leader_hands_over_to_a_reachable_voter() {
+        let mut t = Trio::new();
+        let leader = t.tick_until_led(|_, _| false);
+        let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+        let write = t.put(leader, "before");
+        assert_eq!(t.group(leader).hand_over(|_| false), HandOver::NoTarget);
+        let target = others[1];
+        assert_eq!(t.group(leader).hand_over(|node| node == target), HandOver::Started);
+        assert_eq!(t.group(leader).hand_over(|_| true), HandOver::Underway, "one transfer at a time");
+        t.pump(|_, _| false);
+        assert!(t.group(target).is_leading(), "node {target} took over");
+        assert!(!t.group(leader).is_leading());
+        assert_eq!(write.borrow().clone(), Some(Reply::Done));
+        assert_eq!(t.group(leader).hand_over(|_| true), HandOver::Underway, "a replica that no longer leads starts nothing");
     }
 }
