@@ -156,6 +156,17 @@ pub fn put_blob(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// Gives back the memory a large frame made a connection's buffer grow by,
+/// once no more than half of `kept_bytes_max` is in use (`buf[..in_use]`,
+/// kept): a rare large frame does not hold its size for the connection's
+/// life.
+pub fn trim_buffer(buf: &mut Vec<u8>, in_use: usize, kept_bytes_max: usize) {
+    if buf.capacity() > kept_bytes_max && in_use <= kept_bytes_max / 2 {
+        buf.truncate(in_use);
+        buf.shrink_to(kept_bytes_max / 2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +202,24 @@ mod tests {
         let mut r = Reader::new(&[1, 0, 0]);
         assert_eq!(r.u16(), Ok(1));
         assert_eq!(r.u32(), Err(Truncated { at: 2, need: 3 }));
+    }
+
+    #[test]
+    fn a_buffer_grown_by_a_large_frame_is_trimmed_once_drained() {
+        let kept = 1 << 20;
+        let mut buf = vec![7u8; 64 << 20];
+        trim_buffer(&mut buf, 10, kept);
+        assert!(buf.capacity() <= kept, "{} bytes kept", buf.capacity());
+        assert_eq!(buf, [7u8; 10], "the bytes in use were lost");
+
+        // Still in use: nothing is given back.
+        let mut busy = vec![1u8; 2 * kept];
+        trim_buffer(&mut busy, kept, kept);
+        assert_eq!(busy.len(), 2 * kept);
+        // Small buffers keep their room for the next frames.
+        let mut small = Vec::with_capacity(kept / 2);
+        small.resize(kept / 4, 0);
+        trim_buffer(&mut small, 0, kept);
+        assert_eq!(small.len(), kept / 4);
     }
 }

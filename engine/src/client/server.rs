@@ -16,7 +16,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::proto::{self, Reply, Response, ServerHello};
-use crate::framing::Decoded;
+use crate::framing::{trim_buffer, Decoded};
 use crate::accept::{Bound, BoundedListener};
 use crate::node::metrics::CoreMetrics;
 use crate::node::shard::Shard;
@@ -28,6 +28,11 @@ pub const CONNECTION_INFLIGHT_MAX: usize = 8192;
 const READ_CHUNK_BYTES: usize = 64 << 10;
 // The read buffer grows by `clamp(READ_CHUNK_BYTES, ..)`, which needs min <= max.
 const _: () = assert!(READ_CHUNK_BYTES <= proto::REQUEST_BYTES_MAX + 64);
+/// A connection's read and write buffers keep at most this much between
+/// frames (a large request, a scan's answer of up to 64 MiB, grows them
+/// for the time it takes): 4,096 connections must not each hold their
+/// largest.
+const BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
 /// How long a new connection may take to send its hello.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a connection whose client closed its sending half keeps waiting
@@ -130,6 +135,7 @@ async fn connection(mut stream: TcpStream, hello: ServerHello, shard: Weak<Shard
                 return;
             }
             pending.clear();
+            trim_buffer(&mut pending, 0, BUFFER_KEPT_BYTES_MAX);
         }
     });
     let result = read_requests(&mut rd, &mut buf, filled, &shard, &out).await;
@@ -179,6 +185,7 @@ async fn read_requests<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut
         if start > 0 {
             buf.copy_within(start..filled, 0);
             filled -= start;
+            trim_buffer(buf, filled, BUFFER_KEPT_BYTES_MAX);
         }
         if out.closed.get() {
             return Ok(());

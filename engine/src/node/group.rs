@@ -5,8 +5,8 @@
 //! when leadership moves on keeps waiting: the entry at its index, once this
 //! replica applies it, tells whether it was the write's own (a handed-over
 //! leadership loses no answer). It ends `Unknown` only when a snapshot skips
-//! its index, when this replica leads again (a newer term's proposals start
-//! a new index order) or when the group stops here.
+//! its index, when this replica leads again with another entry at that
+//! index, or when the group stops here.
 
 use std::collections::VecDeque;
 
@@ -47,7 +47,7 @@ pub struct Group {
     pub id: u64,
     pub raw: RawNode<MemStorage>,
     pub sm: KvStore,
-    /// In index order (`on_role_change` keeps it so).
+    /// In index order, and so in term order (`on_role_change` keeps it so).
     proposals: VecDeque<Proposal>,
     reads: Vec<WaitingRead>,
     next_read_id: u64,
@@ -277,12 +277,12 @@ impl Group {
             }
             // Every later leader's log holds this entry, so its entries past
             // this index have this term or a newer one: writes of an older
-            // term still waiting (left from a leadership that ended; all of
-            // one term) are in no such log and will never be applied.
-            if self.proposals.front().is_some_and(|p| p.term < e.term) {
-                for p in self.proposals.drain(..) {
-                    (p.respond)(Reply::NotLeader { leader: self.raw.raft.leader.0 });
-                }
+            // term still waiting (left from leaderships that ended; the queue
+            // is in term order too) are in no such log and will never be
+            // applied.
+            while self.proposals.front().is_some_and(|p| p.term < e.term) {
+                let p = self.proposals.pop_front().expect("front exists");
+                (p.respond)(Reply::NotLeader { leader: self.raw.raft.leader.0 });
             }
         }
         self.serve_reads();
@@ -290,10 +290,11 @@ impl Group {
 
     /// The replica's role changed. Writes in flight when leadership ended
     /// stay until their index is applied (see the module doc), unconfirmed
-    /// reads will not be confirmed. A new leadership answers the writes left
-    /// from an earlier term `Unknown`: its own proposals may take indices
-    /// below theirs (a follower's uncommitted tail can be replaced), which
-    /// would break the queue's index order.
+    /// reads will not be confirmed. A new leadership answers `Unknown` the
+    /// writes left from an earlier term whose entry its log no longer holds
+    /// (another leader replaced it, and a third may yet commit it): its own
+    /// proposals may take their indices, which would break the queue's index
+    /// order.
     pub fn on_role_change(&mut self, role: Role) -> Leadership {
         let was_leader = std::mem::replace(&mut self.leading, role == Role::Leader);
         if role == Role::Leader {
@@ -301,14 +302,16 @@ impl Group {
                 return Leadership::Unchanged;
             }
             // Proposals of this term were made since the replica won (before
-            // this ready told us); they stay.
+            // this ready told us); they stay. So do those of an earlier term
+            // whose entry this log still holds: this leader commits its whole
+            // log, and its new proposals come after it.
             let term = self.raw.raft.term;
             if self.proposals.front().is_some_and(|p| p.term < term) {
                 for p in std::mem::take(&mut self.proposals) {
-                    if p.term < term {
-                        (p.respond)(Reply::Unknown);
-                    } else {
+                    if p.term == term || self.raw.raft.log.term(p.index) == Ok(p.term) {
                         self.proposals.push_back(p);
+                    } else {
+                        (p.respond)(Reply::Unknown);
                     }
                 }
             }
@@ -412,12 +415,18 @@ mod tests {
 
     impl Trio {
         fn new() -> Trio {
+            Trio::with_config(|_| {})
+        }
+
+        fn with_config(tweak: impl Fn(&mut Config)) -> Trio {
             let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
             let groups = voters
                 .iter()
                 .map(|&id| {
                     let storage = MemStorage::new(ConfState { voters: voters.clone(), ..Default::default() });
-                    let raw = RawNode::new(Config::new(id), storage).expect("valid config");
+                    let mut cfg = Config::new(id);
+                    tweak(&mut cfg);
+                    let raw = RawNode::new(cfg, storage).expect("valid config");
                     Group::new(7, raw, KvStore::new())
                 })
                 .collect();
@@ -551,5 +560,39 @@ mod tests {
         assert!(!t.group(leader).is_leading());
         assert_eq!(write.borrow().clone(), Some(Reply::Done));
         assert_eq!(t.group(leader).hand_over(|_| true), HandOver::Underway, "a replica that no longer leads starts nothing");
+    }
+
+    /// A leader whose write reached no one steps down to a higher term (a
+    /// candidate that cannot win), then wins the next election with the
+    /// write's entry still in its log: it commits it and answers `Done`.
+    /// Only a write whose entry its log no longer holds would end unknown.
+    #[test]
+    fn a_write_survives_its_leader_stepping_down_and_winning_again() {
+        let mut t = Trio::with_config(|cfg| {
+            // Elections by hand: no pre-vote, no check-quorum (nor lease).
+            cfg.pre_vote = false;
+            cfg.check_quorum = false;
+            cfg.lease_ticks = 0;
+        });
+        t.group(1).raw.campaign();
+        t.pump(|_, _| false);
+        assert!(t.group(1).is_leading());
+        let write = t.put(1, "kept");
+        t.pump(|from, _| from == 1);
+        // Node 3 campaigns; only node 1 hears it: it refuses (its log is
+        // longer) but steps down to the newer term.
+        t.group(3).raw.campaign();
+        t.pump(|from, to| from == 1 || (from == 3 && to == 2));
+        assert!(!t.group(1).is_leading() && !t.group(3).is_leading());
+        assert_eq!(write.borrow().clone(), None, "still waiting");
+
+        t.group(1).raw.campaign();
+        t.pump(|_, _| false);
+        assert!(t.group(1).is_leading(), "node 1 won again");
+        assert_eq!(write.borrow().clone(), Some(Reply::Done));
+        // The followers learn the commit from the next heartbeat.
+        t.tick(1);
+        t.pump(|_, _| false);
+        assert_eq!(t.group(2).sm.get(b"kept").cloned(), Some(Bytes::from_static(b"v")));
     }
 }

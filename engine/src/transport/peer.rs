@@ -28,6 +28,7 @@ use raftcore::Traffic;
 
 use super::wire::{self, Decoded, Envelope, Handshake};
 use crate::accept::{Bound, BoundedListener};
+use crate::framing::trim_buffer;
 use crate::node::metrics::CoreMetrics;
 use crate::signal::Signal;
 use crate::tasks::TaskSet;
@@ -200,7 +201,7 @@ impl PeerLink {
             std::mem::swap(&mut out, &mut *self.queue.borrow_mut());
             stream.write_all(&out).await?;
             out.clear();
-            trim_buffer(&mut out, 0);
+            trim_buffer(&mut out, 0, wire::BUFFER_KEPT_BYTES_MAX);
         }
         Ok(())
     }
@@ -303,7 +304,7 @@ async fn read_frames<F: Fn(u64, Inbound)>(mut stream: TcpStream, mut buf: Vec<u8
         if start > 0 {
             buf.copy_within(start..filled, 0);
             filled -= start;
-            trim_buffer(&mut buf, filled);
+            trim_buffer(&mut buf, filled, wire::BUFFER_KEPT_BYTES_MAX);
         }
         filled += read_more(&mut stream, &mut buf, filled).await?;
     }
@@ -326,15 +327,6 @@ fn check_handshake(h: &Handshake, expect: Expect, is_peer: &dyn Fn(u64) -> bool)
     Ok(())
 }
 
-/// Gives back the memory a large frame made `buf` grow by, once no more
-/// than half of what a buffer keeps is in use (`buf[..in_use]`, kept).
-fn trim_buffer(buf: &mut Vec<u8>, in_use: usize) {
-    if buf.capacity() > wire::BUFFER_KEPT_BYTES_MAX && in_use <= wire::BUFFER_KEPT_BYTES_MAX / 2 {
-        buf.truncate(in_use);
-        buf.shrink_to(wire::BUFFER_KEPT_BYTES_MAX / 2);
-    }
-}
-
 /// Reads at least one byte into `buf[filled..]`, growing it; returns the count.
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, filled: usize) -> Result<usize, InboundError> {
     if buf.len() < filled + READ_CHUNK_BYTES {
@@ -349,28 +341,4 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, filled: usize) -> 
         return Err(InboundError::Closed);
     }
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_buffer_grown_by_a_large_frame_is_trimmed_once_drained() {
-        let kept = wire::BUFFER_KEPT_BYTES_MAX;
-        let mut buf = vec![7u8; wire::FRAME_BYTES_MAX];
-        trim_buffer(&mut buf, 10);
-        assert!(buf.capacity() <= kept, "{} bytes kept", buf.capacity());
-        assert_eq!(buf, [7u8; 10], "the bytes in use were lost");
-
-        // Still in use: nothing is given back.
-        let mut busy = vec![1u8; 2 * kept];
-        trim_buffer(&mut busy, kept);
-        assert_eq!(busy.len(), 2 * kept);
-        // Small buffers keep their room for the next frames.
-        let mut small = Vec::with_capacity(READ_CHUNK_BYTES * 2);
-        small.resize(READ_CHUNK_BYTES, 0);
-        trim_buffer(&mut small, 0);
-        assert_eq!(small.len(), READ_CHUNK_BYTES);
-    }
 }
