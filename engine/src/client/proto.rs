@@ -94,8 +94,8 @@ pub enum Reply {
     /// Overloaded: retry later.
     Busy,
     /// The write may or may not have been applied: the replica that proposed
-    /// it can no longer tell (a snapshot skipped its index, it leads again in
-    /// a newer term, or it stopped).
+    /// it can no longer tell (a snapshot skipped its index, it leads again
+    /// with another entry at that index, or it stopped).
     Unknown,
     Error(String),
 }
