@@ -59,6 +59,7 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
                 log_entries_in_memory_max: shape.log_entries_in_memory_max,
                 client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
                 stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
+                balance_leaders: true,
                 wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
                 wal_rewrite_after_segments: None,
             };

@@ -168,6 +168,7 @@ fn node_config(args: &RecoveryArgs, data_dir: &Path, sync: bool) -> anyhow::Resu
         log_entries_in_memory_max: COMPACT_NEVER_ENTRIES,
         client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
         stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
+        balance_leaders: true,
         wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,
         wal_rewrite_after_segments: None,
     })

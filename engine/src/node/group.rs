@@ -59,6 +59,9 @@ pub struct Group {
     pub idle_ticks: u32,
     /// This replica leads the group (as of its last ready).
     leading: bool,
+    /// The node this replica last knew as the group's leader (0: none), as
+    /// of its last ready; the core counts these (`Shard::leader_census`).
+    pub known_leader: u64,
     /// The commit index at the previous tick.
     commit_at_last_tick: u64,
     /// The token of this group's snapshot being saved, if one is.
@@ -131,7 +134,7 @@ pub enum Visit {
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, commit_at_last_tick: 0, snapshot_saving: None }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None }
     }
 
     /// Resumes ticking after quiescence; true if it was quiesced (the

@@ -41,6 +41,7 @@ pub struct CoreMetrics {
     pub leader_stepdowns: AtomicU64,
     pub leader_transfers_started: AtomicU64,
     pub leaderships_without_transfer_target: AtomicU64,
+    pub leaders_balanced: AtomicU64,
     /// Ticks at which this core handed leaderships over (`Cluster::drain`).
     pub drain_ticks: AtomicU64,
     pub quiesced_groups: AtomicU64,
@@ -102,12 +103,15 @@ pub struct MetricsSnapshot {
     pub leaders: u64,
     /// Times a replica of this node stopped leading its group.
     pub leader_stepdowns: u64,
-    /// Leadership transfers this node started while draining (one group
-    /// may need more than one, when a transfer is abandoned).
+    /// Leadership transfers this node started, draining or balancing (one
+    /// group may need more than one, when a transfer is abandoned).
     pub leader_transfers_started: u64,
     /// Groups a draining node leads that no other voter is up to take (as
     /// of each core's last drain tick).
     pub leaderships_without_transfer_target: u64,
+    /// Leadership transfers this node started to balance leaders (see
+    /// `balance_leaders` in the configuration).
+    pub leaders_balanced: u64,
     /// Groups not being ticked (as of each core's last tick).
     pub quiesced_groups: u64,
     /// Raft log entries held in memory (as of each core's last budget
@@ -152,6 +156,7 @@ impl MetricsSnapshot {
             s.leader_stepdowns += get(&m.leader_stepdowns);
             s.leader_transfers_started += get(&m.leader_transfers_started);
             s.leaderships_without_transfer_target += get(&m.leaderships_without_transfer_target);
+            s.leaders_balanced += get(&m.leaders_balanced);
             s.quiesced_groups += get(&m.quiesced_groups);
             s.log_entries_in_memory += get(&m.log_entries_in_memory);
         }

@@ -119,6 +119,14 @@ pub struct Shard {
     /// Peers whose connection to this core is up (they sent a frame and
     /// have not disconnected since).
     live_peers: RefCell<std::collections::HashSet<u64>>,
+    /// Node → how many of this core's groups it leads, as their replicas
+    /// here last knew (`Group::known_leader`): what leader balancing reads.
+    leader_census: RefCell<HashMap<u64, u64>>,
+    /// The census as the last balancing round saw it: a node whose count
+    /// fell since (it drains, or loses elections) is not handed leaderships.
+    census_last_round: RefCell<HashMap<u64, u64>>,
+    /// The node drains (no leadership is balanced onto or away from it).
+    draining: Cell<bool>,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
     /// Ticks handled, to check the log memory budget every few.
@@ -240,6 +248,9 @@ impl Shard {
             stopped: Cell::new(false),
             record_split_bytes,
             ticks: Cell::new(0),
+            leader_census: RefCell::default(),
+            census_last_round: RefCell::default(),
+            draining: Cell::new(false),
             entry_bytes_max: entry_bytes_max(record_split_bytes),
         })
     }
@@ -540,6 +551,10 @@ impl Shard {
                 self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
+                if self.cfg.balance_leaders && !self.draining.get() && self.ticks.get() % self.balance_every_ticks() == 0 {
+                    drop(live_peers);
+                    self.balance_leaders(&mut groups, dirty);
+                }
                 if self.entries_held_at_most.get() > self.cfg.log_entries_in_memory_max {
                     self.keep_logs_within_budget(&mut groups);
                 }
@@ -572,6 +587,7 @@ impl Shard {
     /// none under way, to a peer that is up (an abandoned transfer, or a
     /// leadership won meanwhile, is handed over at the next drain tick).
     fn hand_over_leaderships(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
+        self.draining.set(true);
         let live_peers = self.live_peers.borrow();
         let (mut started, mut no_target) = (0u64, 0u64);
         for g in groups.values_mut().filter(|g| g.is_leading()) {
@@ -591,6 +607,73 @@ impl Shard {
         m.drain_ticks.fetch_add(1, Ordering::Release);
     }
 
+    /// Records that `g`'s replica here now knows `leader` as its leader.
+    fn note_leader(&self, g: &mut Group, leader: u64) {
+        let before = std::mem::replace(&mut g.known_leader, leader);
+        if before == leader {
+            return;
+        }
+        let mut census = self.leader_census.borrow_mut();
+        if before != 0 {
+            if let Some(n) = census.get_mut(&before) {
+                *n -= 1;
+            }
+        }
+        if leader != 0 {
+            *census.entry(leader).or_default() += 1;
+        }
+    }
+
+    /// Leader balancing runs every two election timeouts: by then the
+    /// transfers of the last round finished or were abandoned.
+    fn balance_every_ticks(&self) -> u64 {
+        2 * u64::from(self.raft_cfg.election_timeout_ticks)
+    }
+
+    /// When this node leads more than its share of the core's groups (a
+    /// tenth of it, at least 2, over), hands some to the live peer that
+    /// leads the fewest, up to its share: after a restart (or a drain
+    /// before it) a node leads nothing, and elections alone would never
+    /// give it its share back. Each node does this for itself, from what its
+    /// replicas know of their leaders, so no node is pushed beyond its share
+    /// and nothing moves back. A node whose count fell since the last round
+    /// (one that drains) is handed nothing.
+    fn balance_leaders(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
+        let (target, moves) = {
+            let census = self.leader_census.borrow();
+            let mut last_round = self.census_last_round.borrow_mut();
+            let live_peers = self.live_peers.borrow();
+            let count = |node: u64| census.get(&node).copied().unwrap_or(0);
+            let shrinking = |node: u64| last_round.get(&node).is_some_and(|&before| count(node) < before);
+            let voters = self.cfg.voters();
+            let fair = voters.iter().map(|v| count(v.0)).sum::<u64>().div_ceil(voters.len() as u64);
+            let mine = count(self.node);
+            let target = voters.iter().map(|v| v.0).filter(|&n| n != self.node && live_peers.contains(&n) && !shrinking(n)).min_by_key(|&n| count(n));
+            let plan = match target {
+                Some(target) if mine > fair + (fair / 10).max(2) && count(target) < fair => Some((target, (mine - fair).min(fair - count(target)).min(BALANCE_TRANSFERS_PER_ROUND_MAX))),
+                _ => None,
+            };
+            last_round.clone_from(&census);
+            match plan {
+                Some(plan) => plan,
+                None => return,
+            }
+        };
+        let mut started = 0;
+        for g in groups.values_mut().filter(|g| g.is_leading()) {
+            if started == moves {
+                break;
+            }
+            self.wake_group(g);
+            if g.hand_over(|node| node == target) == HandOver::Started {
+                started += 1;
+                schedule_if_ready(g, dirty);
+            }
+        }
+        self.metrics.leader_transfers_started.fetch_add(started, Ordering::Relaxed);
+        self.metrics.leaders_balanced.fetch_add(started, Ordering::Relaxed);
+    }
+
     /// Wakes `g` if it is quiesced; the ticks then visit it again.
     fn wake_group(&self, g: &mut Group) {
         if g.wake() {
@@ -608,6 +691,7 @@ impl Shard {
         let awaited = ready.awaits_persisted();
         let Ready { number, soft_state, hard_state, snapshot, entries, messages, persisted_messages, committed_entries, read_states } = ready;
         if let Some(ss) = soft_state {
+            self.note_leader(g, ss.leader.0);
             // The count of leaders follows every change (ticks visit only
             // the groups that are awake, so they cannot count them).
             match g.on_role_change(ss.role) {
@@ -686,6 +770,7 @@ impl Shard {
     fn take_out(&self, groups: &mut GroupTable<Group>, id: u64) -> bool {
         let Some(mut g) = groups.remove(id) else { return false };
         g.abandon();
+        self.note_leader(&mut g, 0);
         self.awake.borrow_mut().retain(|&a| a != id);
         if g.is_leading() {
             self.metrics.leaders.fetch_sub(1, Ordering::Relaxed);
@@ -813,6 +898,9 @@ fn schedule_if_ready(g: &mut Group, dirty: &mut Vec<u64>) {
         dirty.push(g.id);
     }
 }
+
+/// Leaderships one balancing round hands over at most.
+const BALANCE_TRANSFERS_PER_ROUND_MAX: u64 = 64;
 
 /// Groups one walk over the budget (at most one a tick) compacts at most:
 /// each serializes its state machine on the core.

@@ -83,6 +83,7 @@ impl TestCluster {
                 log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
                 client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
                 stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
+                balance_leaders: true,
                 // Small segments, so that purges rewrite idle groups forward in
                 // every cluster test.
                 wal_segment_size_bytes: 1 << 20,

@@ -378,6 +378,11 @@ client_connections_max = 4096
 # timeout without a leader; 0 stops at once.
 stop_drain_ms = 5000
 
+# A node leading more than its share of a core's groups (a tenth of it, at
+# least 2, over) hands some to the peer leading the fewest, every two
+# election timeouts: after a restart a node leads nothing until then.
+balance_leaders = true
+
 # Size of each preallocated WAL segment file (one WAL per core). A command
 # may have a quarter of it (at most 4 MiB) less 4 KiB; use one size cluster-wide.
 wal_segment_size_bytes = 67108864
