@@ -74,7 +74,7 @@ pub struct NodeConfig {
     /// an election timeout without a leader when it stops; 0 stops at once.
     #[serde(default = "default_stop_drain_ms")]
     pub stop_drain_ms: u64,
-    /// A node leading more than its share of a core's groups (a tenth of it,
+    /// A node leading more than its share of a core's groups (a quarter of it,
     /// at least 2, over) hands some, every two election timeouts, to the
     /// peer leading the fewest, up to that peer's share: after a restart
     /// (or a drain) a node leads nothing until then.

@@ -631,7 +631,8 @@ impl Shard {
     }
 
     /// When this node leads more than its share of the core's groups (a
-    /// tenth of it, at least 2, over), hands some to the live peer that
+    /// quarter of it, at least 2, over: elections alone leave a node up to
+    /// about a tenth over), hands some to the live peer that
     /// leads the fewest, up to its share: after a restart (or a drain
     /// before it) a node leads nothing, and elections alone would never
     /// give it its share back. Each node does this for itself, from what its
@@ -650,7 +651,7 @@ impl Shard {
             let mine = count(self.node);
             let target = voters.iter().map(|v| v.0).filter(|&n| n != self.node && live_peers.contains(&n) && !shrinking(n)).min_by_key(|&n| count(n));
             let plan = match target {
-                Some(target) if mine > fair + (fair / 10).max(2) && count(target) < fair => Some((target, (mine - fair).min(fair - count(target)).min(BALANCE_TRANSFERS_PER_ROUND_MAX))),
+                Some(target) if mine > fair + (fair / 4).max(2) && count(target) < fair => Some((target, (mine - fair).min(fair - count(target)).min(BALANCE_TRANSFERS_PER_ROUND_MAX))),
                 _ => None,
             };
             last_round.clone_from(&census);

@@ -378,7 +378,7 @@ client_connections_max = 4096
 # timeout without a leader; 0 stops at once.
 stop_drain_ms = 5000
 
-# A node leading more than its share of a core's groups (a tenth of it, at
+# A node leading more than its share of a core's groups (a quarter of it, at
 # least 2, over) hands some to the peer leading the fewest, every two
 # election timeouts: after a restart a node leads nothing until then.
 balance_leaders = true
