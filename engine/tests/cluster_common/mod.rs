@@ -156,6 +156,11 @@ impl TestCluster {
     pub fn metrics(&self, id: u64) -> engine::node::MetricsSnapshot {
         self.nodes[&id].metrics(id)
     }
+
+    /// The running node leading the most groups, and how many it leads.
+    pub fn busiest_node(&self) -> (u64, u64) {
+        self.nodes.keys().map(|&id| (id, self.metrics(id).leaders)).max_by_key(|&(_, leads)| leads).expect("a node runs")
+    }
 }
 
 pub fn expect_done(outcome: Outcome, what: &str) {
