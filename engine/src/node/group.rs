@@ -9,6 +9,7 @@
 //! index, or when the group stops here.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 
 use bytes::Bytes;
 use raftcore::{EntryKind, LogIndex, MemStorage, ProposeError, RawNode, ReadError, Role, Term};
@@ -65,8 +66,33 @@ pub struct Group {
     /// The commit index at the previous tick.
     commit_at_last_tick: u64,
     /// The token of this group's snapshot being saved, if one is.
-    pub snapshot_saving: Option<u64>,
+    pub snapshot_saving: Option<NonZeroU64>,
+    /// Writes that came while this replica's leadership was being handed
+    /// over (see `hold`).
+    held: Option<Box<Held>>,
 }
+
+/// Writes held back during a leadership transfer, none proposed.
+struct Held {
+    writes: Vec<(Bytes, Responder)>,
+    /// Ticks since the transfer ended with no leader known to redirect to.
+    ticks_without_leader: u32,
+}
+
+/// Where `Group::release_held` is called from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Release {
+    /// A tick: proposing is safe, and it counts towards giving up on a leader.
+    Tick,
+    /// A role change seen in a ready being taken.
+    RoleChange,
+}
+
+/// Ticks writes held back through a leadership transfer wait, once it
+/// ended, for the new leader to be known (it usually is within a round
+/// trip of the old one stepping down) before they are answered
+/// `NotLeader` with no hint.
+const HELD_TICKS_WITHOUT_LEADER_MAX: u32 = 2;
 
 /// What a role change did to a replica's leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +160,7 @@ pub enum Visit {
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None, held: None }
     }
 
     /// Resumes ticking after quiescence; true if it was quiesced (the
@@ -169,6 +195,7 @@ impl Group {
         let committed = self.raw.raft.log.committed.0;
         let fresh_commit = std::mem::replace(&mut self.commit_at_last_tick, committed) != committed;
         self.raw.tick();
+        self.release_held(Release::Tick);
         if !idle || fresh_commit || !self.may_rest(&reachable) {
             self.idle_ticks = 0;
             return;
@@ -196,13 +223,23 @@ impl Group {
         raft.tracker.voters.vote_result(|id| Some(id == me || reachable(id.0))) == raftcore::quorum::VoteResult::Won
     }
 
+    /// Client requests waiting on this replica for an answer: writes in
+    /// flight (also those left from a leadership that ended), writes held
+    /// through a transfer, linearizable reads.
+    pub fn requests_waiting(&self) -> usize {
+        self.waiting()
+    }
+
     fn waiting(&self) -> usize {
-        self.proposals.len() + self.reads.len()
+        self.proposals.len() + self.reads.len() + self.held.as_ref().map_or(0, |h| h.writes.len())
     }
 
     pub fn propose(&mut self, command: Bytes, respond: Responder) {
         if self.waiting() >= WAITING_REQUESTS_MAX {
             return respond(Reply::Busy);
+        }
+        if !self.raw.raft.lead_transferee.is_none() {
+            return self.hold(command, respond);
         }
         match self.raw.propose(command) {
             Ok(index) => self.proposals.push_back(Proposal { index, term: self.raw.raft.term, respond }),
@@ -210,6 +247,50 @@ impl Group {
             Err(ProposeError::LeaderLeaving) => respond(Reply::NotLeader { leader: 0 }),
             Err(ProposeError::TransferInProgress(_) | ProposeError::TooManyUncommitted { .. }) => respond(Reply::Busy),
             Err(e) => respond(Reply::Error(e.to_string())),
+        }
+    }
+
+    /// Holds a write back while the leadership is being handed over (Raft
+    /// takes no proposal then). When the transfer ends, `release_held`
+    /// proposes it if this replica still leads, and otherwise answers it
+    /// `NotLeader` with the new leader, so its client goes there at once
+    /// instead of retrying here after `Busy`.
+    fn hold(&mut self, command: Bytes, respond: Responder) {
+        self.held.get_or_insert_with(|| Box::new(Held { writes: Vec::new(), ticks_without_leader: 0 })).writes.push((command, respond));
+    }
+
+    /// Ends the hold of `hold` once the transfer is over: an abandoned one
+    /// leaves this replica leading, and the writes are proposed (not at a
+    /// role change: a ready is being taken then); after a
+    /// successful one they are redirected to the new leader, once known,
+    /// or after `HELD_TICKS_WITHOUT_LEADER_MAX` ticks without one.
+    fn release_held(&mut self, at: Release) {
+        let Some(held) = &mut self.held else { return };
+        let raft = &self.raw.raft;
+        if !raft.lead_transferee.is_none() {
+            return;
+        }
+        if raft.role == Role::Leader {
+            if at == Release::Tick {
+                let held = self.held.take().expect("checked above");
+                for (command, respond) in held.writes {
+                    self.propose(command, respond);
+                }
+            }
+            return;
+        }
+        let leader = raft.leader.0;
+        if leader == 0 {
+            if at == Release::Tick {
+                held.ticks_without_leader += 1;
+            }
+            if held.ticks_without_leader < HELD_TICKS_WITHOUT_LEADER_MAX {
+                return;
+            }
+        }
+        let held = self.held.take().expect("checked above");
+        for (_, respond) in held.writes {
+            respond(Reply::NotLeader { leader });
         }
     }
 
@@ -320,6 +401,7 @@ impl Group {
             }
             return Leadership::Began;
         }
+        self.release_held(Release::RoleChange);
         let leader = self.raw.raft.leader.0;
         let mut kept = Vec::new();
         for r in self.reads.drain(..) {
@@ -376,6 +458,10 @@ impl Group {
         }
         for r in self.reads.drain(..) {
             (r.respond)(Reply::Unknown);
+        }
+        // Never proposed: certainly not applied.
+        for (_, respond) in self.held.take().map(|h| h.writes).unwrap_or_default() {
+            respond(Reply::Busy);
         }
     }
 }
@@ -475,7 +561,11 @@ mod tests {
         }
 
         fn tick(&mut self, id: u64) {
-            self.group(id).raw.tick();
+            let g = self.group(id);
+            if g.quiesced {
+                let _ = g.wake();
+            }
+            g.tick(u32::MAX, |_| true);
         }
 
         /// Ticks every replica that `cut` leaves in touch with another until
@@ -597,5 +687,52 @@ mod tests {
         t.tick(1);
         t.pump(|_, _| false);
         assert_eq!(t.group(2).sm.get(b"kept").cloned(), Some(Bytes::from_static(b"v")));
+    }
+
+    /// A write that comes while the leadership is being handed over is
+    /// held back, not refused `Busy`, and once the target leads it is
+    /// answered `NotLeader` naming it: never proposed, so certainly not
+    /// applied, and its client goes straight to the new leader.
+    #[test]
+    fn a_write_during_a_transfer_is_sent_to_the_new_leader() {
+        let mut t = Trio::new();
+        let leader = t.tick_until_led(|_, _| false);
+        let target = (1..=3).find(|&id| id != leader).expect("two others");
+        assert_eq!(t.group(leader).hand_over(|node| node == target), HandOver::Started);
+        let write = t.put(leader, "during");
+        assert_eq!(write.borrow().clone(), None, "held back");
+        t.pump(|_, _| false);
+        assert!(t.group(target).is_leading(), "node {target} took over");
+        assert_eq!(write.borrow().clone(), Some(Reply::NotLeader { leader: target }));
+        for id in 1..=3 {
+            assert_eq!(t.group(id).sm.get(b"during"), None, "never proposed");
+        }
+    }
+
+    /// When the transfer is abandoned (its target out of reach for an
+    /// election timeout), the writes held back are proposed by the leader
+    /// that stayed, and answered `Done` once committed.
+    #[test]
+    fn writes_held_through_an_abandoned_transfer_are_proposed() {
+        let mut t = Trio::new();
+        let leader = t.tick_until_led(|_, _| false);
+        let target = (1..=3).find(|&id| id != leader).expect("two others");
+        let unreachable = |from: u64, to: u64| from == target || to == target;
+        // The target misses a write first, so the transfer must wait for it
+        // to catch up (and never sees it do so).
+        let before = t.put(leader, "before");
+        t.pump(unreachable);
+        assert_eq!(before.borrow().clone(), Some(Reply::Done));
+        assert_eq!(t.group(leader).hand_over(|node| node == target), HandOver::Started);
+        let writes = [t.put(leader, "held-1"), t.put(leader, "held-2")];
+        for _ in 0..t.group(leader).raw.raft.config().election_timeout_ticks + 1 {
+            t.tick(leader);
+            t.pump(unreachable);
+        }
+        assert!(t.group(leader).is_leading() && t.group(leader).raw.raft.lead_transferee.is_none(), "the transfer was abandoned");
+        for w in &writes {
+            assert_eq!(w.borrow().clone(), Some(Reply::Done));
+        }
+        assert_eq!(t.group(leader).sm.get(b"held-2").cloned(), Some(Bytes::from_static(b"v")));
     }
 }

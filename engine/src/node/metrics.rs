@@ -42,6 +42,7 @@ pub struct CoreMetrics {
     pub leader_transfers_started: AtomicU64,
     pub leaderships_without_transfer_target: AtomicU64,
     pub leaders_balanced: AtomicU64,
+    pub drain_unsettled: AtomicU64,
     /// Ticks at which this core handed leaderships over (`Cluster::drain`).
     pub drain_ticks: AtomicU64,
     pub quiesced_groups: AtomicU64,
@@ -109,6 +110,12 @@ pub struct MetricsSnapshot {
     /// Groups a draining node leads that no other voter is up to take (as
     /// of each core's last drain tick).
     pub leaderships_without_transfer_target: u64,
+    /// What a draining node has left to settle, as of each core's last
+    /// drain tick: the groups it still leads, those whose leader it does not
+    /// know, and the client requests waiting on its groups for an answer
+    /// (writes in flight, also those of leaderships handed over, and
+    /// reads). 0 when the drain is complete.
+    pub drain_unsettled: u64,
     /// Leadership transfers this node started to balance leaders (see
     /// `balance_leaders` in the configuration).
     pub leaders_balanced: u64,
@@ -156,6 +163,7 @@ impl MetricsSnapshot {
             s.leader_stepdowns += get(&m.leader_stepdowns);
             s.leader_transfers_started += get(&m.leader_transfers_started);
             s.leaderships_without_transfer_target += get(&m.leaderships_without_transfer_target);
+            s.drain_unsettled += get(&m.drain_unsettled);
             s.leaders_balanced += get(&m.leaders_balanced);
             s.quiesced_groups += get(&m.quiesced_groups);
             s.log_entries_in_memory += get(&m.log_entries_in_memory);

@@ -177,21 +177,26 @@ impl Cluster {
         }
     }
 
-    /// Drains `node` (see `drain`) and waits until it leads no group, until
+    /// Drains `node` (see `drain`) and waits until it leads no group, knows
+    /// the leader of each of its groups (so it redirects clients there) and
+    /// has answered every client request waiting on them (writes in flight
+    /// when their leadership moved are answered once applied there); until
     /// no other voter is up to take the groups it still leads (a node alone,
-    /// or whose peers are down), or until `timeout` passes; returns how many
-    /// groups it still leads.
+    /// or whose peers are down); or until `timeout` passes. Returns how
+    /// many groups it still leads.
     pub fn drain_and_wait(&self, node: u64, timeout: Duration) -> u64 {
         self.drain(node);
         let deadline = Instant::now() + timeout;
         loop {
-            // Each core has looked at its groups, and what it still leads has no taker.
-            let stuck = self.shards.iter().filter(|s| s.node == node).all(|s| {
-                let m = &s.metrics;
-                m.drain_ticks.load(Ordering::Acquire) > 0 && m.leaders.load(Ordering::Relaxed) <= m.leaderships_without_transfer_target.load(Ordering::Relaxed)
+            // Each core has looked at its groups since, and has nothing
+            // left to settle, or leads only groups that no one can take.
+            let finished = self.shards.iter().filter(|s| s.node == node).map(|s| &s.metrics).all(|m| {
+                let leaders = m.leaders.load(Ordering::Relaxed);
+                let no_taker = leaders > 0 && leaders <= m.leaderships_without_transfer_target.load(Ordering::Relaxed);
+                m.drain_ticks.load(Ordering::Acquire) > 0 && (m.drain_unsettled.load(Ordering::Relaxed) == 0 || no_taker)
             });
             let leaders = self.metrics(node).leaders;
-            if leaders == 0 || stuck || Instant::now() >= deadline {
+            if finished || Instant::now() >= deadline {
                 return leaders;
             }
             std::thread::sleep(DRAIN_POLL_INTERVAL);

@@ -8,6 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -585,12 +586,21 @@ impl Shard {
 
     /// Starts a leadership transfer in every group this core leads that has
     /// none under way, to a peer that is up (an abandoned transfer, or a
-    /// leadership won meanwhile, is handed over at the next drain tick).
+    /// leadership won meanwhile, is handed over at the next drain tick), and
+    /// counts what is left to settle: the groups it still leads, those
+    /// whose leader it does not know, and the client requests still waiting
+    /// on its groups.
     fn hand_over_leaderships(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
         self.draining.set(true);
         let live_peers = self.live_peers.borrow();
-        let (mut started, mut no_target) = (0u64, 0u64);
-        for g in groups.values_mut().filter(|g| g.is_leading()) {
+        let (mut started, mut no_target, mut unsettled) = (0u64, 0u64, 0u64);
+        for g in groups.values_mut() {
+            // A replica that knows no leader would send clients nowhere.
+            unsettled += g.requests_waiting() as u64 + u64::from(g.known_leader == 0);
+            if !g.is_leading() {
+                continue;
+            }
+            unsettled += 1;
             self.wake_group(g);
             match g.hand_over(|node| live_peers.contains(&node)) {
                 HandOver::Started => {
@@ -604,6 +614,7 @@ impl Shard {
         let m = &self.metrics;
         m.leader_transfers_started.fetch_add(started, Ordering::Relaxed);
         m.leaderships_without_transfer_target.store(no_target, Ordering::Relaxed);
+        m.drain_unsettled.store(unsettled, Ordering::Relaxed);
         m.drain_ticks.fetch_add(1, Ordering::Release);
     }
 
@@ -840,7 +851,7 @@ impl Shard {
         let token = self.snapshot_tokens.get() + 1;
         self.snapshot_tokens.set(token);
         if self.snapshot_writer.queue(SaveJob { group: g.id, token, snapshot }) {
-            g.snapshot_saving = Some(token);
+            g.snapshot_saving = NonZeroU64::new(token);
         }
     }
 
@@ -850,7 +861,7 @@ impl Shard {
     fn on_snapshots_saved(&self, groups: &mut GroupTable<Group>, saved: Vec<Saved>, batch: &mut Batch) {
         for s in saved {
             let Some(g) = groups.get_mut(s.group) else { continue };
-            if g.snapshot_saving != Some(s.token) {
+            if g.snapshot_saving.map(NonZeroU64::get) != Some(s.token) {
                 continue;
             }
             g.snapshot_saving = None;
