@@ -792,6 +792,31 @@ fn cut_off_node_at_rest() -> (TestCluster, u64, u64) {
     (c, x, led)
 }
 
+/// A node drained without stopping leads nothing for as long as it drains
+/// (a leadership it wins is handed over again), and after `undrain`
+/// balancing gives it its share back.
+#[test]
+fn an_undrained_node_gets_its_share_of_leaderships_back() {
+    let groups = 120;
+    let c = TestCluster::start(groups, 2);
+    let mut client = c.client();
+    put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
+    let (x, _) = c.busiest_node();
+    assert_eq!(c.nodes[&x].drain_and_wait(x, Duration::from_secs(20)), 0, "node {x} handed over every leadership");
+    assert_eq!(c.metrics(x).cores_draining, 2);
+    let stepdowns_before = c.metrics(x).leader_stepdowns;
+    put_in_every_group(&mut client, groups, "k", 1, "a write in every group while node x drains");
+    std::thread::sleep(Duration::from_secs(3));
+    // The others know from its frames that it drains: they hand it nothing
+    // (which it would hand back at once, round after round).
+    assert_eq!((c.metrics(x).leaders, c.metrics(x).leader_stepdowns), (0, stepdowns_before), "node {x} led nothing while it drained");
+    c.nodes[&x].undrain(x);
+    let share = groups / 3;
+    eventually(Duration::from_secs(60), "node x leads its share again", || c.metrics(x).leaders >= share * 9 / 10);
+    assert_eq!(c.metrics(x).cores_draining, 0);
+    put_in_every_group(&mut client, groups, "k", 2, "a write in every group once balanced");
+}
+
 /// A node drained and restarted leads nothing, and elections alone would
 /// never give it a share back: the others hand it leaderships until each
 /// leads about a third of the groups, and every group keeps taking writes.

@@ -1,5 +1,6 @@
 //! The `myriad` binary end to end: three `myriad serve` processes on
-//! loopback driven by the client subcommands, a clean stop on SIGTERM and a
+//! loopback driven by the client subcommands (the administrative ones too:
+//! groups, leadership transfer, drain), a clean stop on SIGTERM and a
 //! restart that catches up, nodes killed with SIGKILL while they compact
 //! (every acknowledged write survives), and the errors an operator meets
 //! first (bad configurations, taken ports, a wrong `--cores`).
@@ -378,6 +379,30 @@ fn three_node_cluster_through_the_cli() {
         assert!(m["client_requests"].as_u64() > Some(0) && m["wal_syncs"].as_u64() > Some(0), "node {node}: {m}");
         assert!(m["messages_by_traffic"]["append_answers"].as_u64() > Some(0), "node {node} answered appends: {m}");
         assert_eq!(m["groups_deleted"].as_u64(), Some(1), "node {node}: {m}");
+    }
+
+    // An operator moves a leadership, then drains a node without stopping
+    // it, and ends the drain.
+    let leader = write_ok(&layout, "put", 3, &["moved", "1"], "moved", Some("1"))["node"].as_u64().unwrap();
+    let to = if leader == 1 { 2 } else { 1 };
+    let to_arg = to.to_string();
+    let r = client(&layout, "transfer-leader", 3, &["--to", &to_arg]);
+    assert_eq!((r.code, r.stdout.trim()), (0, format!(r#"{{"ok":true,"group":3,"leader":{to},"node":{to}}}"#).as_str()), "{}", r.stderr);
+    let r = client(&layout, "transfer-leader", 3, &["--to", "9"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.json()["error"].as_str().unwrap().contains("not a voter"), "{}", r.stdout);
+    let r = client(&layout, "drain", 0, &["--node", &to_arg, "--wait-ms", "20000"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, format!(r#"{{"ok":true,"node":{to}}}"#).as_str()), "{}", r.stderr);
+    let m = &client_of_layout_metrics(&layout)["nodes"][&to_arg];
+    assert_eq!((m["leaders"].as_u64(), m["cores_draining"].as_u64()), (Some(0), Some(u64::from(CORES))), "node {to} drained: {m}");
+    let v = write_ok(&layout, "put", 3, &["moved", "2"], "moved", Some("2"));
+    assert_ne!(v["node"].as_u64(), Some(to), "a drained node leads nothing: {v}");
+    let r = client(&layout, "undrain", 0, &["--node", &to_arg]);
+    assert_eq!((r.code, r.stdout.trim()), (0, format!(r#"{{"ok":true,"node":{to}}}"#).as_str()), "{}", r.stderr);
+    let started = Instant::now();
+    while client_of_layout_metrics(&layout)["nodes"][&to_arg]["cores_draining"] != 0 {
+        assert!(started.elapsed() < CATCH_UP_TIMEOUT, "node {to} still drains after undrain");
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // SIGTERM stops a node cleanly; the other two keep a quorum.

@@ -85,6 +85,16 @@ enum Command {
     /// Prints every listed node's counters (summed over its cores).
     #[command(after_help = CLIENT_HELP)]
     Metrics(client_cmd::MetricsArgs),
+    /// Hands GROUP's leadership to node --to (a leadership transfer).
+    #[command(after_help = CLIENT_HELP)]
+    TransferLeader(client_cmd::TransferLeaderArgs),
+    /// Drains node --node without stopping it: it hands every leadership
+    /// to another node and leads none until `undrain`.
+    #[command(after_help = CLIENT_HELP)]
+    Drain(client_cmd::DrainArgs),
+    /// Ends node --node's drain: it may lead groups again.
+    #[command(after_help = CLIENT_HELP)]
+    Undrain(client_cmd::NodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +114,9 @@ fn main() -> ExitCode {
         Command::CreateGroup(args) => client_cmd::create_group(args),
         Command::DeleteGroup(args) => client_cmd::delete_group(args),
         Command::Metrics(args) => client_cmd::metrics(args),
+        Command::TransferLeader(args) => client_cmd::transfer_leader(args),
+        Command::Drain(args) => client_cmd::drain(args),
+        Command::Undrain(args) => client_cmd::undrain(args),
     };
     ExitCode::from(code)
 }

@@ -227,6 +227,16 @@ impl Client {
         self.call(group, Op::Cas { key: key.into(), expected, new })
     }
 
+    /// Hands `group`'s leadership to node `to` (see `Op::TransferLeader`):
+    /// `Ok(Done)` once its leader stepped down with `to` leading.
+    pub fn transfer_leader(&mut self, group: u64, to: u64) -> Outcome {
+        let outcome = self.call(group, Op::TransferLeader { to });
+        if outcome == Outcome::Ok(Reply::Done) {
+            self.leaders.insert(group, to);
+        }
+        outcome
+    }
+
     /// Creates `group` on every node of the map (idempotent): `Ok(Done)` once
     /// every node has it durably.
     pub fn create_group(&mut self, group: u64) -> Outcome {

@@ -50,6 +50,22 @@ pub enum Op {
     /// The receiving node's counters, summed over its cores: a JSON object
     /// in a `Value` reply. The request's group is not looked at.
     Metrics,
+    /// Hands the group's leadership to voter `to`: sent to the leader,
+    /// answered `Done` once that replica stepped down with `to` leading,
+    /// `Error` if the transfer was abandoned (`to` did not catch up and
+    /// take over within an election timeout) or another node took over.
+    TransferLeader { to: u64 },
+    /// Drains the receiving node without stopping it: every group it leads
+    /// is handed to another voter, now and whenever it wins one again,
+    /// until `Undrain`. Answered `Done` once it leads none, knows every
+    /// group's leader and has answered every request waiting on its
+    /// groups; `Error` if that takes longer than `wait_ms`, or no other
+    /// voter is up to take what it leads (it goes on draining either way).
+    /// The request's group is not looked at.
+    Drain { wait_ms: u32 },
+    /// Ends a drain: the node may lead again (leader balancing hands it
+    /// its share back). The request's group is not looked at.
+    Undrain,
 }
 
 impl Op {
@@ -63,7 +79,7 @@ impl Op {
             Op::Put { key, value } => Some(CommandRef::Put { key, value }),
             Op::Delete { key } => Some(CommandRef::Delete { key }),
             Op::Cas { key, expected, new } => Some(CommandRef::Cas { key, expected: expected.as_deref(), new: new.as_deref() }),
-            Op::Get { .. } | Op::Scan { .. } | Op::CreateGroup | Op::DeleteGroup | Op::Metrics => None,
+            Op::Get { .. } | Op::Scan { .. } | Op::CreateGroup | Op::DeleteGroup | Op::Metrics | Op::TransferLeader { .. } | Op::Drain { .. } | Op::Undrain => None,
         }
     }
 }
@@ -202,6 +218,9 @@ const OP_SCAN: u8 = 5;
 const OP_CREATE_GROUP: u8 = 6;
 const OP_DELETE_GROUP: u8 = 7;
 const OP_METRICS: u8 = 8;
+const OP_TRANSFER_LEADER: u8 = 9;
+const OP_DRAIN: u8 = 10;
+const OP_UNDRAIN: u8 = 11;
 
 fn put_opt(out: &mut Vec<u8>, v: &Option<Bytes>) {
     put_opt_blob(out, v.as_deref());
@@ -265,6 +284,15 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
         Op::CreateGroup => out.push(OP_CREATE_GROUP),
         Op::DeleteGroup => out.push(OP_DELETE_GROUP),
         Op::Metrics => out.push(OP_METRICS),
+        Op::TransferLeader { to } => {
+            out.push(OP_TRANSFER_LEADER);
+            out.extend_from_slice(&to.to_le_bytes());
+        }
+        Op::Drain { wait_ms } => {
+            out.push(OP_DRAIN);
+            out.extend_from_slice(&wait_ms.to_le_bytes());
+        }
+        Op::Undrain => out.push(OP_UNDRAIN),
     }
     finish_frame(out, start);
 }
@@ -298,6 +326,9 @@ pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, ProtoError> {
         OP_CREATE_GROUP => Op::CreateGroup,
         OP_DELETE_GROUP => Op::DeleteGroup,
         OP_METRICS => Op::Metrics,
+        OP_TRANSFER_LEADER => Op::TransferLeader { to: r.u64()? },
+        OP_DRAIN => Op::Drain { wait_ms: r.u32()? },
+        OP_UNDRAIN => Op::Undrain,
         tag => return Err(ProtoError::Tag { what: "operation", tag }),
     };
     if r.remaining() != 0 {
@@ -416,6 +447,9 @@ mod tests {
             Op::CreateGroup,
             Op::DeleteGroup,
             Op::Metrics,
+            Op::TransferLeader { to: 2 },
+            Op::Drain { wait_ms: 5000 },
+            Op::Undrain,
         ];
         for (i, op) in ops.into_iter().enumerate() {
             let req = Request { id: i as u64, group: 3, op };

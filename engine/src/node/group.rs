@@ -67,19 +67,23 @@ pub struct Group {
     commit_at_last_tick: u64,
     /// The token of this group's snapshot being saved, if one is.
     pub snapshot_saving: Option<NonZeroU64>,
-    /// Writes that came while this replica's leadership was being handed
-    /// over (see `hold`).
-    held: Option<Box<Held>>,
+    /// A leadership transfer's waiters: the writes that came meanwhile and
+    /// the clients that asked for it (see `hold`, `transfer_leadership`).
+    handover: Option<Box<Handover>>,
 }
 
-/// Writes held back during a leadership transfer, none proposed.
-struct Held {
+/// Who waits for a leadership transfer to end.
+#[derive(Default)]
+struct Handover {
+    /// Writes held back meanwhile, none proposed.
     writes: Vec<(Bytes, Responder)>,
+    /// Clients that asked for the transfer, and to which node.
+    asked: Vec<(u64, Responder)>,
     /// Ticks since the transfer ended with no leader known to redirect to.
     ticks_without_leader: u32,
 }
 
-/// Where `Group::release_held` is called from.
+/// Where `Group::end_handover` is called from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Release {
     /// A tick: proposing is safe, and it counts towards giving up on a leader.
@@ -88,11 +92,10 @@ enum Release {
     RoleChange,
 }
 
-/// Ticks writes held back through a leadership transfer wait, once it
-/// ended, for the new leader to be known (it usually is within a round
-/// trip of the old one stepping down) before they are answered
-/// `NotLeader` with no hint.
-const HELD_TICKS_WITHOUT_LEADER_MAX: u32 = 2;
+/// Ticks a leadership transfer's waiters wait, once it ended, for the new
+/// leader to be known (it usually is within a round trip of the old one
+/// stepping down) before they are answered without it.
+const HANDOVER_TICKS_WITHOUT_LEADER_MAX: u32 = 2;
 
 /// What a role change did to a replica's leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +163,7 @@ pub enum Visit {
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None, held: None }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None, handover: None }
     }
 
     /// Resumes ticking after quiescence; true if it was quiesced (the
@@ -195,7 +198,7 @@ impl Group {
         let committed = self.raw.raft.log.committed.0;
         let fresh_commit = std::mem::replace(&mut self.commit_at_last_tick, committed) != committed;
         self.raw.tick();
-        self.release_held(Release::Tick);
+        self.end_handover(Release::Tick);
         if !idle || fresh_commit || !self.may_rest(&reachable) {
             self.idle_ticks = 0;
             return;
@@ -231,7 +234,7 @@ impl Group {
     }
 
     fn waiting(&self) -> usize {
-        self.proposals.len() + self.reads.len() + self.held.as_ref().map_or(0, |h| h.writes.len())
+        self.proposals.len() + self.reads.len() + self.handover.as_ref().map_or(0, |h| h.writes.len() + h.asked.len())
     }
 
     pub fn propose(&mut self, command: Bytes, respond: Responder) {
@@ -251,29 +254,53 @@ impl Group {
     }
 
     /// Holds a write back while the leadership is being handed over (Raft
-    /// takes no proposal then). When the transfer ends, `release_held`
+    /// takes no proposal then). When the transfer ends, `end_handover`
     /// proposes it if this replica still leads, and otherwise answers it
     /// `NotLeader` with the new leader, so its client goes there at once
     /// instead of retrying here after `Busy`.
     fn hold(&mut self, command: Bytes, respond: Responder) {
-        self.held.get_or_insert_with(|| Box::new(Held { writes: Vec::new(), ticks_without_leader: 0 })).writes.push((command, respond));
+        self.handover.get_or_insert_default().writes.push((command, respond));
     }
 
-    /// Ends the hold of `hold` once the transfer is over: an abandoned one
-    /// leaves this replica leading, and the writes are proposed (not at a
-    /// role change: a ready is being taken then); after a
-    /// successful one they are redirected to the new leader, once known,
-    /// or after `HELD_TICKS_WITHOUT_LEADER_MAX` ticks without one.
-    fn release_held(&mut self, at: Release) {
-        let Some(held) = &mut self.held else { return };
+    /// Hands the leadership to voter `to` for a client, and answers it when
+    /// the transfer ends (see `Op::TransferLeader`).
+    pub fn transfer_leadership(&mut self, to: u64, respond: Responder) {
+        if self.waiting() >= WAITING_REQUESTS_MAX {
+            return respond(Reply::Busy);
+        }
+        let raft = &self.raw.raft;
+        if raft.role != Role::Leader {
+            return respond(Reply::NotLeader { leader: raft.leader.0 });
+        }
+        if to == raft.id.0 {
+            return respond(Reply::Done);
+        }
+        match self.raw.transfer_leader(raftcore::NodeId(to)) {
+            Ok(()) => self.handover.get_or_insert_default().asked.push((to, respond)),
+            Err(raftcore::TransferError::NotLeader { leader }) => respond(Reply::NotLeader { leader: leader.0 }),
+            Err(e) => respond(Reply::Error(format!("group {}: {e}", self.id))),
+        }
+    }
+
+    /// Answers a transfer's waiters once it is over. An abandoned one leaves
+    /// this replica leading: the writes held back are proposed (at a tick
+    /// only: at a role change a ready is being taken). After a successful
+    /// one they are redirected to the new leader, once known, or after
+    /// `HANDOVER_TICKS_WITHOUT_LEADER_MAX` ticks without one.
+    fn end_handover(&mut self, at: Release) {
+        let Some(handover) = &mut self.handover else { return };
         let raft = &self.raw.raft;
         if !raft.lead_transferee.is_none() {
             return;
         }
+        let id = self.id;
         if raft.role == Role::Leader {
             if at == Release::Tick {
-                let held = self.held.take().expect("checked above");
-                for (command, respond) in held.writes {
+                let Handover { writes, asked, .. } = *self.handover.take().expect("checked above");
+                for (to, respond) in asked {
+                    respond(Reply::Error(format!("group {id}: the transfer to node {to} was abandoned: it did not catch up and take over within an election timeout")));
+                }
+                for (command, respond) in writes {
                     self.propose(command, respond);
                 }
             }
@@ -282,14 +309,23 @@ impl Group {
         let leader = raft.leader.0;
         if leader == 0 {
             if at == Release::Tick {
-                held.ticks_without_leader += 1;
+                handover.ticks_without_leader += 1;
             }
-            if held.ticks_without_leader < HELD_TICKS_WITHOUT_LEADER_MAX {
+            if handover.ticks_without_leader < HANDOVER_TICKS_WITHOUT_LEADER_MAX {
                 return;
             }
         }
-        let held = self.held.take().expect("checked above");
-        for (_, respond) in held.writes {
+        let Handover { writes, asked, .. } = *self.handover.take().expect("checked above");
+        for (to, respond) in asked {
+            respond(if leader == to {
+                Reply::Done
+            } else if leader == 0 {
+                Reply::Error(format!("group {id}: this replica stepped down for node {to}, but knows no leader yet"))
+            } else {
+                Reply::Error(format!("group {id}: node {leader} took the leadership, not node {to}"))
+            });
+        }
+        for (_, respond) in writes {
             respond(Reply::NotLeader { leader });
         }
     }
@@ -401,7 +437,7 @@ impl Group {
             }
             return Leadership::Began;
         }
-        self.release_held(Release::RoleChange);
+        self.end_handover(Release::RoleChange);
         let leader = self.raw.raft.leader.0;
         let mut kept = Vec::new();
         for r in self.reads.drain(..) {
@@ -459,9 +495,14 @@ impl Group {
         for r in self.reads.drain(..) {
             (r.respond)(Reply::Unknown);
         }
-        // Never proposed: certainly not applied.
-        for (_, respond) in self.held.take().map(|h| h.writes).unwrap_or_default() {
-            respond(Reply::Busy);
+        if let Some(handover) = self.handover.take() {
+            // Never proposed: certainly not applied.
+            for (_, respond) in handover.writes {
+                respond(Reply::Busy);
+            }
+            for (_, respond) in handover.asked {
+                respond(Reply::Unknown);
+            }
         }
     }
 }
@@ -734,5 +775,45 @@ mod tests {
             assert_eq!(w.borrow().clone(), Some(Reply::Done));
         }
         assert_eq!(t.group(leader).sm.get(b"held-2").cloned(), Some(Bytes::from_static(b"v")));
+    }
+
+    /// A transfer asked by a client is answered when it ends: `Done` once
+    /// the target leads, an error when it is abandoned; a replica that does
+    /// not lead points at the leader, and a non-voter target is refused.
+    #[test]
+    fn a_client_asked_transfer_is_answered_when_it_ends() {
+        let mut t = Trio::new();
+        let leader = t.tick_until_led(|_, _| false);
+        let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+        let ask = |t: &mut Trio, at: u64, to: u64| {
+            let reply = Rc::new(RefCell::new(None));
+            let into = reply.clone();
+            t.group(at).transfer_leadership(to, Box::new(move |r| *into.borrow_mut() = Some(r)));
+            reply
+        };
+        assert_eq!(ask(&mut t, others[0], others[1]).borrow().clone(), Some(Reply::NotLeader { leader }));
+        assert!(matches!(ask(&mut t, leader, 9).borrow().clone(), Some(Reply::Error(e)) if e.contains("not a voter")));
+        assert_eq!(ask(&mut t, leader, leader).borrow().clone(), Some(Reply::Done), "it leads already");
+
+        // Out of reach, the target never takes over: abandoned after an
+        // election timeout, and the leader stays.
+        let target = others[0];
+        let unreachable = |from: u64, to: u64| from == target || to == target;
+        t.put(leader, "missed");
+        t.pump(unreachable);
+        let abandoned = ask(&mut t, leader, target);
+        for _ in 0..t.group(leader).raw.raft.config().election_timeout_ticks + 1 {
+            t.tick(leader);
+            t.pump(unreachable);
+        }
+        assert!(matches!(abandoned.borrow().clone(), Some(Reply::Error(e)) if e.contains("abandoned")), "{:?}", abandoned.borrow());
+        assert!(t.group(leader).is_leading());
+
+        // In reach, it does.
+        let moved = ask(&mut t, leader, target);
+        assert_eq!(moved.borrow().clone(), None, "answered when the transfer ends");
+        t.pump(|_, _| false);
+        assert!(t.group(target).is_leading());
+        assert_eq!(moved.borrow().clone(), Some(Reply::Done));
     }
 }

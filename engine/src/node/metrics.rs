@@ -43,6 +43,7 @@ pub struct CoreMetrics {
     pub leaderships_without_transfer_target: AtomicU64,
     pub leaders_balanced: AtomicU64,
     pub drain_unsettled: AtomicU64,
+    pub draining: AtomicU64,
     /// Ticks at which this core handed leaderships over (`Cluster::drain`).
     pub drain_ticks: AtomicU64,
     pub quiesced_groups: AtomicU64,
@@ -116,6 +117,10 @@ pub struct MetricsSnapshot {
     /// (writes in flight, also those of leaderships handed over, and
     /// reads). 0 when the drain is complete.
     pub drain_unsettled: u64,
+    /// Cores of the node that drain (as of each core's last tick): all of
+    /// them from a drain's start (`Cluster::drain`, the client's `Drain`)
+    /// to its end (`undrain`, `Undrain`), none otherwise.
+    pub cores_draining: u64,
     /// Leadership transfers this node started to balance leaders (see
     /// `balance_leaders` in the configuration).
     pub leaders_balanced: u64,
@@ -164,6 +169,7 @@ impl MetricsSnapshot {
             s.leader_transfers_started += get(&m.leader_transfers_started);
             s.leaderships_without_transfer_target += get(&m.leaderships_without_transfer_target);
             s.drain_unsettled += get(&m.drain_unsettled);
+            s.cores_draining += get(&m.draining);
             s.leaders_balanced += get(&m.leaders_balanced);
             s.quiesced_groups += get(&m.quiesced_groups);
             s.log_entries_in_memory += get(&m.log_entries_in_memory);

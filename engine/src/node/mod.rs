@@ -4,6 +4,7 @@
 //! cores and not three times as many).
 
 pub mod config;
+pub mod drain;
 pub mod forward;
 pub mod group;
 pub mod id_map;
@@ -25,6 +26,7 @@ use glommio::net::TcpListener;
 
 pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT, STOP_DRAIN_MS_DEFAULT};
 pub use metrics::{CoreMetrics, MetricsSnapshot};
+use drain::{DrainWatch, DRAIN_POLL_INTERVAL};
 use shard::{Event, Shard};
 
 use crate::tasks::TaskSet;
@@ -37,10 +39,8 @@ const _: () = assert!(raftcore::limits::LOG_INDEX_MAX <= crate::wal::limits::LOG
 
 /// io_memory registered per executor (memlock is small on many machines).
 const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
-/// How often `Cluster::drain_and_wait` reads the leader count.
-const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Version of the peer protocol, checked in every handshake.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 
 /// What the outside world holds of one running shard.
 struct ShardControl {
@@ -101,6 +101,8 @@ impl Cluster {
         for cfg in &nodes {
             let mut mesh = forward::mesh(cfg.cores).into_iter();
             let node_metrics: Vec<Arc<CoreMetrics>> = (0..cfg.cores).map(|_| Arc::default()).collect();
+            // One for all the node's cores: any of them may start or end a drain.
+            let drain = Arc::new(AtomicBool::new(false));
             for core in 0..cfg.cores {
                 let ends = mesh.next().expect("one mesh end per core");
                 let index = match executors {
@@ -111,10 +113,10 @@ impl Cluster {
                     let pin_cpu = cfg.pin_cores.then_some(index % cpus);
                     plans.push(ExecutorPlan { index, pin_cpu, shards: Vec::new() });
                 }
-                let (stop, drain) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+                let stop = Arc::new(AtomicBool::new(false));
                 let metrics = node_metrics[core as usize].clone();
                 plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), drain: drain.clone(), node_metrics: node_metrics.clone(), mesh: ends });
-                shards.push(ShardControl { node: cfg.node_id, stop, drain, metrics });
+                shards.push(ShardControl { node: cfg.node_id, stop, drain: drain.clone(), metrics });
             }
         }
         let (addr_tx, addr_rx) = mpsc::channel::<anyhow::Result<(u64, u32, SocketAddr)>>();
@@ -169,11 +171,20 @@ impl Cluster {
     /// hands its leadership to the voter holding the most of its log among
     /// the peers that are up (a leadership transfer; one abandoned, or a
     /// leadership won meanwhile, is handed over at a later tick). The node
-    /// goes on serving as a follower. Meant for just before it stops, so
-    /// that its groups need not wait out an election timeout.
+    /// goes on serving as a follower until `undrain`. Meant for just before
+    /// it stops, so that its groups need not wait out an election timeout,
+    /// or to take it out of the write path for a while.
     pub fn drain(&self, node: u64) {
-        for s in self.shards.iter().filter(|s| s.node == node) {
+        if let Some(s) = self.shards.iter().find(|s| s.node == node) {
             s.drain.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Ends `node`'s drain: it may lead groups again (leader balancing
+    /// hands it its share back).
+    pub fn undrain(&self, node: u64) {
+        if let Some(s) = self.shards.iter().find(|s| s.node == node) {
+            s.drain.store(false, Ordering::SeqCst);
         }
     }
 
@@ -185,22 +196,14 @@ impl Cluster {
     /// or whose peers are down); or until `timeout` passes. Returns how
     /// many groups it still leads.
     pub fn drain_and_wait(&self, node: u64, timeout: Duration) -> u64 {
+        let cores: Vec<Arc<CoreMetrics>> = self.shards.iter().filter(|s| s.node == node).map(|s| s.metrics.clone()).collect();
+        let watch = DrainWatch::start(&cores);
         self.drain(node);
         let deadline = Instant::now() + timeout;
-        loop {
-            // Each core has looked at its groups since, and has nothing
-            // left to settle, or leads only groups that no one can take.
-            let finished = self.shards.iter().filter(|s| s.node == node).map(|s| &s.metrics).all(|m| {
-                let leaders = m.leaders.load(Ordering::Relaxed);
-                let no_taker = leaders > 0 && leaders <= m.leaderships_without_transfer_target.load(Ordering::Relaxed);
-                m.drain_ticks.load(Ordering::Acquire) > 0 && (m.drain_unsettled.load(Ordering::Relaxed) == 0 || no_taker)
-            });
-            let leaders = self.metrics(node).leaders;
-            if finished || Instant::now() >= deadline {
-                return leaders;
-            }
+        while watch.end(&cores).is_none() && Instant::now() < deadline {
             std::thread::sleep(DRAIN_POLL_INTERVAL);
         }
+        self.metrics(node).leaders
     }
 
     pub fn stop_all(&self) {
@@ -275,7 +278,7 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
     let ShardPlan { cfg, core, stop, drain, node_metrics, mesh } = plan;
     let node = cfg.node_id;
     let tasks = TaskSet::default();
-    let started = start_shard(Rc::new(cfg), core, node_metrics, mesh, &tasks).await;
+    let started = start_shard(Rc::new(cfg), core, node_metrics, drain.clone(), mesh, &tasks).await;
     let (shard, client_addr) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -310,7 +313,7 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
 }
 
 /// Opens the shard and starts its listeners and peer links.
-async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
+async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, drain: Arc<AtomicBool>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
     let node = cfg.node_id;
     let peer_addr = cfg.peer_addr(node, core).expect("validated: this node is a peer");
     let peer_listener = TcpListener::bind(peer_addr).map_err(crate::io_error).with_context(|| format!("binding the peer port {peer_addr}"))?;
@@ -320,12 +323,12 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
     let client_addr = client_listener.local_addr().map_err(crate::io_error)?;
 
     let metrics = node_metrics[core as usize].clone();
-    let mut shard = Shard::open(cfg.clone(), core, node_metrics).await?;
+    let mut shard = Shard::open(cfg.clone(), core, node_metrics, drain.clone()).await?;
     let hello = Handshake { cluster_id: cfg.cluster_id, node_id: node, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
     let liveness = cfg.peer_liveness();
     for (&peer_node, _) in cfg.peers.iter().filter(|(&id, _)| id != node) {
         let addr = cfg.peer_addr(peer_node, core).expect("listed peer");
-        shard.peers.insert(peer_node, PeerLink::new(peer_node, addr, hello, liveness, metrics.clone()));
+        shard.peers.insert(peer_node, PeerLink::new(peer_node, addr, hello, liveness, metrics.clone(), drain.clone()));
     }
     let (forwarder, inboxes) = forward::Forwarder::connect(mesh).await;
     shard.forwarder = Some(forwarder);
@@ -349,7 +352,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
     let deliver = Rc::new(move |from: u64, inbound: peer::Inbound| {
         if let Some(shard) = weak.upgrade() {
             shard.push(match inbound {
-                peer::Inbound::Batch(batch) => Event::Peer { from, batch },
+                peer::Inbound::Batch(frame) => Event::Peer { from, batch: frame.envelopes, draining: frame.sender.draining },
                 peer::Inbound::Lost => Event::PeerLost { node: from },
             });
         }

@@ -10,14 +10,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, Storage};
 
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, HandOver, Leadership, ReadOp, Responder, Visit};
 use crate::group_table::GroupTable;
+use super::drain::{DrainEnd, DrainWatch, DRAIN_POLL_INTERVAL, DRAIN_WAIT_MS_MAX};
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
@@ -43,7 +45,8 @@ pub const QUIESCE_AFTER_TICKS: u32 = 4;
 /// Something that happened to this core.
 pub enum Event {
     /// Messages from core `core` of node `from` (this core's peer).
-    Peer { from: u64, batch: Vec<Envelope> },
+    /// A frame of a peer: its messages, and whether that node drains.
+    Peer { from: u64, batch: Vec<Envelope>, draining: bool },
     Client { group: u64, op: Op, respond: Responder },
     Tick,
     /// The connection from this core's peer on node `node` ended.
@@ -126,8 +129,13 @@ pub struct Shard {
     /// The census as the last balancing round saw it: a node whose count
     /// fell since (it drains, or loses elections) is not handed leaderships.
     census_last_round: RefCell<HashMap<u64, u64>>,
-    /// The node drains (no leadership is balanced onto or away from it).
-    draining: Cell<bool>,
+    /// Peers whose last frame said they drain: they take no leadership,
+    /// neither by a drain nor by balancing.
+    peers_draining: RefCell<std::collections::HashSet<u64>>,
+    /// The node drains (shared by its cores; see `Cluster::drain`): its
+    /// ticks hand its leaderships over, and no leadership is balanced onto
+    /// or away from it.
+    drain: Arc<AtomicBool>,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
     /// Ticks handled, to check the log memory budget every few.
@@ -196,8 +204,9 @@ pub fn raft_config(node: u64) -> Config {
 
 impl Shard {
     /// Opens the WAL and snapshots of this core and rebuilds its groups.
-    /// `node_metrics` holds the counters of each core of the node, by core.
-    pub async fn open(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>) -> anyhow::Result<Shard> {
+    /// `node_metrics` holds the counters of each core of the node, by core;
+    /// `drain`, the node's drain flag.
+    pub async fn open(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, drain: Arc<AtomicBool>) -> anyhow::Result<Shard> {
         let metrics = node_metrics[core as usize].clone();
         let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
         let (wal, kept) = Wal::open_dir_keeping(dir.join("wal"), cfg.wal_options(), REPLAY_KEPT_BYTES_MAX).await.map_err(wal_error)?;
@@ -251,7 +260,8 @@ impl Shard {
             ticks: Cell::new(0),
             leader_census: RefCell::default(),
             census_last_round: RefCell::default(),
-            draining: Cell::new(false),
+            peers_draining: RefCell::default(),
+            drain,
             entry_bytes_max: entry_bytes_max(record_split_bytes),
         })
     }
@@ -264,8 +274,14 @@ impl Shard {
     /// A request for `req.group`: served here, or forwarded once to the
     /// core of this node that owns the group.
     pub fn request(&self, req: Request, respond: Responder) {
-        if matches!(req.op, Op::Metrics) {
-            return respond(self.metrics_reply());
+        match req.op {
+            Op::Metrics => return respond(self.metrics_reply()),
+            Op::Drain { wait_ms } => return self.drain_node(wait_ms, respond),
+            Op::Undrain => {
+                self.drain.store(false, Ordering::SeqCst);
+                return respond(Reply::Done);
+            }
+            _ => {}
         }
         let owner = self.cfg.core_of(req.group);
         if owner == self.core {
@@ -324,6 +340,34 @@ impl Shard {
 
     pub fn metrics(&self) -> &CoreMetrics {
         &self.metrics
+    }
+
+    /// Starts draining the node (all its cores) and answers once the drain
+    /// is over, or after `wait_ms` (see `Op::Drain`).
+    fn drain_node(&self, wait_ms: u32, respond: Responder) {
+        if wait_ms > DRAIN_WAIT_MS_MAX {
+            return respond(Reply::Error(format!("a drain's wait_ms may be at most {DRAIN_WAIT_MS_MAX}, got {wait_ms}")));
+        }
+        let cores = self.node_metrics.clone();
+        let watch = DrainWatch::start(&cores);
+        self.drain.store(true, Ordering::SeqCst);
+        let node = self.cfg.node_id;
+        glommio::spawn_local(async move {
+            let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms));
+            let reply = loop {
+                match watch.end(&cores) {
+                    Some(DrainEnd::Settled) => break Reply::Done,
+                    Some(DrainEnd::NoTaker { leaders }) => break Reply::Error(format!("node {node} still leads {leaders} groups that no other voter is up to take; it goes on draining")),
+                    None if Instant::now() >= deadline => {
+                        let snapshot = MetricsSnapshot::sum(cores.iter().map(|m| &**m));
+                        break Reply::Error(format!("node {node} did not finish draining within {wait_ms} ms (it leads {} groups; {} leaderships and requests left to settle); it goes on draining", snapshot.leaders, snapshot.drain_unsettled));
+                    }
+                    None => glommio::timer::sleep(DRAIN_POLL_INTERVAL).await,
+                }
+            };
+            respond(reply);
+        })
+        .detach();
     }
 
     /// The node's counters as a JSON object.
@@ -467,8 +511,15 @@ impl Shard {
     fn handle(&self, event: Event, dirty: &mut Vec<u64>, batch: &mut Batch, admin: &mut Vec<Responder>) {
         let mut groups = self.groups.borrow_mut();
         match event {
-            Event::Peer { from, batch } => {
+            Event::Peer { from, batch, draining } => {
                 self.live_peers.borrow_mut().insert(from);
+                let mut peers_draining = self.peers_draining.borrow_mut();
+                if draining {
+                    peers_draining.insert(from);
+                } else {
+                    peers_draining.remove(&from);
+                }
+                drop(peers_draining);
                 groups.prefetch_start(Visit::Step, |k| batch.get(k).map(|e| e.group));
                 let mut envs = batch.into_iter();
                 while let Some(env) = envs.next() {
@@ -552,7 +603,9 @@ impl Shard {
                 self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
-                if self.cfg.balance_leaders && !self.draining.get() && self.ticks.get() % self.balance_every_ticks() == 0 {
+                let draining = self.drain.load(Ordering::Relaxed);
+                self.metrics.draining.store(u64::from(draining), Ordering::Relaxed);
+                if self.cfg.balance_leaders && !draining && self.ticks.get() % self.balance_every_ticks() == 0 {
                     drop(live_peers);
                     self.balance_leaders(&mut groups, dirty);
                 }
@@ -591,8 +644,7 @@ impl Shard {
     /// whose leader it does not know, and the client requests still waiting
     /// on its groups.
     fn hand_over_leaderships(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
-        self.draining.set(true);
-        let live_peers = self.live_peers.borrow();
+        let (live_peers, peers_draining) = (self.live_peers.borrow(), self.peers_draining.borrow());
         let (mut started, mut no_target, mut unsettled) = (0u64, 0u64, 0u64);
         for g in groups.values_mut() {
             // A replica that knows no leader would send clients nowhere.
@@ -602,7 +654,7 @@ impl Shard {
             }
             unsettled += 1;
             self.wake_group(g);
-            match g.hand_over(|node| live_peers.contains(&node)) {
+            match g.hand_over(|node| live_peers.contains(&node) && !peers_draining.contains(&node)) {
                 HandOver::Started => {
                     started += 1;
                     schedule_if_ready(g, dirty);
@@ -648,19 +700,22 @@ impl Shard {
     /// before it) a node leads nothing, and elections alone would never
     /// give it its share back. Each node does this for itself, from what its
     /// replicas know of their leaders, so no node is pushed beyond its share
-    /// and nothing moves back. A node whose count fell since the last round
-    /// (one that drains) is handed nothing.
+    /// and nothing moves back. A node that drains (its frames say so) is
+    /// handed nothing and has no share; nor is one whose count fell since
+    /// the last round (it loses leaderships for some reason).
     fn balance_leaders(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
         let (target, moves) = {
             let census = self.leader_census.borrow();
             let mut last_round = self.census_last_round.borrow_mut();
-            let live_peers = self.live_peers.borrow();
+            let (live_peers, peers_draining) = (self.live_peers.borrow(), self.peers_draining.borrow());
             let count = |node: u64| census.get(&node).copied().unwrap_or(0);
             let shrinking = |node: u64| last_round.get(&node).is_some_and(|&before| count(node) < before);
             let voters = self.cfg.voters();
-            let fair = voters.iter().map(|v| count(v.0)).sum::<u64>().div_ceil(voters.len() as u64);
+            // Shares among the nodes that may lead: not those that drain.
+            let takers = voters.iter().filter(|v| !peers_draining.contains(&v.0)).count().max(1) as u64;
+            let fair = voters.iter().map(|v| count(v.0)).sum::<u64>().div_ceil(takers);
             let mine = count(self.node);
-            let target = voters.iter().map(|v| v.0).filter(|&n| n != self.node && live_peers.contains(&n) && !shrinking(n)).min_by_key(|&n| count(n));
+            let target = voters.iter().map(|v| v.0).filter(|&n| n != self.node && live_peers.contains(&n) && !peers_draining.contains(&n) && !shrinking(n)).min_by_key(|&n| count(n));
             let plan = match target {
                 Some(target) if mine > fair + (fair / 4).max(2) && count(target) < fair => Some((target, (mine - fair).min(fair - count(target)).min(BALANCE_TRANSFERS_PER_ROUND_MAX))),
                 _ => None,
@@ -941,7 +996,8 @@ fn client_op(g: &mut Group, op: Op, entry_bytes_max: usize, wal_disk_full: bool,
         Op::Cas { key, expected, new } => propose(g, KvCommand::Cas { key, expected, new }, respond),
         Op::Get { key, consistency } => read(g, ReadOp::Get { key }, consistency, respond),
         Op::Scan { prefix, limit, consistency } => read(g, ReadOp::Scan { prefix, limit }, consistency, respond),
-        Op::CreateGroup | Op::DeleteGroup | Op::Metrics => unreachable!("administration is handled by the shard"),
+        Op::TransferLeader { to } => g.transfer_leadership(to, respond),
+        Op::CreateGroup | Op::DeleteGroup | Op::Metrics | Op::Drain { .. } | Op::Undrain => unreachable!("administration is handled by the shard"),
     }
 }
 

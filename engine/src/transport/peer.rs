@@ -16,7 +16,7 @@
 //! leadership then wake and elect another leader.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -26,7 +26,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use raftcore::Traffic;
 
-use super::wire::{self, Decoded, Envelope, Handshake};
+use super::wire::{self, Decoded, Envelope, Frame, Handshake, SenderState};
 use crate::accept::{Bound, BoundedListener};
 use crate::framing::trim_buffer;
 use crate::node::metrics::CoreMetrics;
@@ -80,10 +80,12 @@ pub struct PeerLink {
     sent_lately: Cell<bool>,
     stopped: Cell<bool>,
     metrics: Arc<CoreMetrics>,
+    /// This node's drain flag, told to the peer in every frame.
+    draining: Arc<AtomicBool>,
 }
 
 impl PeerLink {
-    pub fn new(node: u64, addr: SocketAddr, hello: Handshake, liveness: Liveness, metrics: Arc<CoreMetrics>) -> Rc<PeerLink> {
+    pub fn new(node: u64, addr: SocketAddr, hello: Handshake, liveness: Liveness, metrics: Arc<CoreMetrics>, draining: Arc<AtomicBool>) -> Rc<PeerLink> {
         Rc::new(PeerLink {
             node,
             addr,
@@ -96,7 +98,12 @@ impl PeerLink {
             sent_lately: Cell::new(false),
             stopped: Cell::new(false),
             metrics,
+            draining,
         })
+    }
+
+    fn sender_state(&self) -> SenderState {
+        SenderState { draining: self.draining.load(Ordering::Relaxed) }
     }
 
     /// Queues one frame with `batch`; dropped when the peer is not connected
@@ -111,7 +118,7 @@ impl PeerLink {
             m.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.encoder.borrow_mut().encode(batch, &mut queue);
+        self.encoder.borrow_mut().encode(batch, self.sender_state(), &mut queue);
         self.sent_lately.set(true);
         m.frames_sent.fetch_add(1, Ordering::Relaxed);
         let mut by_traffic = [0u64; Traffic::COUNT];
@@ -151,7 +158,7 @@ impl PeerLink {
             if !self.sent_lately.replace(false) && self.connected.get() {
                 let mut queue = self.queue.borrow_mut();
                 if queue.is_empty() {
-                    self.encoder.borrow_mut().encode(&[], &mut queue);
+                    self.encoder.borrow_mut().encode(&[], self.sender_state(), &mut queue);
                     self.metrics.keepalive_frames.fetch_add(1, Ordering::Relaxed);
                     self.wake.notify();
                 }
@@ -232,7 +239,7 @@ pub enum InboundError {
 
 /// What an inbound connection reports about its peer.
 pub enum Inbound {
-    Batch(Vec<Envelope>),
+    Batch(Frame),
     /// The connection of a peer that had completed its handshake ended: it
     /// may have crashed (groups it led must not wait for it quietly).
     Lost,

@@ -142,6 +142,8 @@ struct WireMessage {
 
 #[derive(Archive, Serialize, Debug, Default)]
 struct WireBatch {
+    /// What the sending node says of itself (`FLAG_*`).
+    flags: u32,
     messages: Vec<WireMessage>,
     entries: Vec<WireEntry>,
     data: Vec<u8>,
@@ -212,16 +214,53 @@ impl WireBatch {
     }
 }
 
-/// Appends one frame holding `batch` to `out`. A link that sends many
-/// frames keeps an `Encoder` instead.
+/// A frame's flag: the sending node drains (it hands its leaderships
+/// over; none should be handed to it).
+const FLAG_DRAINING: u32 = 1;
+
+/// What the sending node says of itself in each frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SenderState {
+    pub draining: bool,
+}
+
+impl SenderState {
+    fn flags(self) -> u32 {
+        if self.draining {
+            FLAG_DRAINING
+        } else {
+            0
+        }
+    }
+
+    fn from_flags(flags: u32) -> Result<SenderState, WireError> {
+        if flags & !FLAG_DRAINING != 0 {
+            return Err(WireError::Structure(format!("unknown frame flags {flags:#x}")));
+        }
+        Ok(SenderState { draining: flags & FLAG_DRAINING != 0 })
+    }
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    pub sender: SenderState,
+    pub envelopes: Vec<Envelope>,
+}
+
+/// Appends one frame holding `batch` (from a node that does not drain) to
+/// `out`. A link that sends many frames keeps an `Encoder` instead.
 pub fn encode_batch(batch: &[Envelope], out: &mut Vec<u8>) {
-    Encoder::default().encode(batch, out);
+    Encoder::default().encode(batch, SenderState::default(), out);
 }
 
 /// Decodes the first frame in `buf`: its messages and the bytes it used. A
 /// connection that receives many frames keeps a `Decoder` instead.
 pub fn decode_batch(buf: &[u8]) -> Result<Decoded<Vec<Envelope>>, WireError> {
-    Decoder::default().decode(buf)
+    Ok(match Decoder::default().decode(buf)? {
+        Decoded::Frame(frame, used) => Decoded::Frame(frame.envelopes, used),
+        Decoded::NeedMore => Decoded::NeedMore,
+    })
 }
 
 /// Encodes frames, keeping its buffers from one frame to the next.
@@ -233,8 +272,9 @@ pub struct Encoder {
 impl Encoder {
     /// Appends one frame holding `batch` to `out`; the archive is written in
     /// place behind the frame header, not built apart and copied.
-    pub fn encode(&mut self, batch: &[Envelope], out: &mut Vec<u8>) {
+    pub fn encode(&mut self, batch: &[Envelope], sender: SenderState, out: &mut Vec<u8>) {
         self.wire.clear();
+        self.wire.flags = sender.flags();
         for env in batch {
             self.wire.push(env);
         }
@@ -278,7 +318,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// Decodes the first frame in `buf`: its messages and the bytes it used.
-    pub fn decode(&mut self, buf: &[u8]) -> Result<Decoded<Vec<Envelope>>, WireError> {
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Decoded<Frame>, WireError> {
         let (body, used) = match take_frame(buf, FRAME_BYTES_MAX)? {
             Decoded::NeedMore => return Ok(Decoded::NeedMore),
             Decoded::Frame(body, used) => (body, used),
@@ -286,11 +326,12 @@ impl Decoder {
         self.aligned.clear();
         self.aligned.extend_from_slice(body);
         let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&self.aligned).map_err(|e| WireError::Structure(e.to_string()))?;
+        let sender = SenderState::from_flags(archived.flags.to_native())?;
         let envelopes = to_envelopes(archived)?;
         if self.aligned.capacity() > BUFFER_KEPT_BYTES_MAX {
             self.aligned = AlignedVec::new();
         }
-        Ok(Decoded::Frame(envelopes, used))
+        Ok(Decoded::Frame(Frame { sender, envelopes }, used))
     }
 }
 
@@ -437,15 +478,17 @@ mod tests {
         let big = vec![Envelope { group: 3, msg: Message { from: NodeId(1), to: NodeId(2), term: Term(7), body: append } }];
         // An empty batch is a link's keepalive.
         let frames = [sample()[1..].to_vec(), big.clone(), Vec::new(), sample(), sample()[..1].to_vec(), big, sample(), Vec::new()];
+        // The sender's state travels with every frame, keepalives too.
+        let sender = |i: usize| SenderState { draining: i % 3 == 1 };
         let (mut encoder, mut buf) = (Encoder::default(), Vec::new());
-        for f in &frames {
-            encoder.encode(f, &mut buf);
+        for (i, f) in frames.iter().enumerate() {
+            encoder.encode(f, sender(i), &mut buf);
         }
         let (mut decoder, mut at) = (Decoder::default(), 0);
-        for f in &frames {
+        for (i, f) in frames.iter().enumerate() {
             match decoder.decode(&buf[at..]).unwrap() {
                 Decoded::Frame(got, used) => {
-                    assert_eq!(&got, f);
+                    assert_eq!((&got.envelopes, got.sender), (f, sender(i)));
                     at += used;
                 }
                 Decoded::NeedMore => panic!("frame present"),

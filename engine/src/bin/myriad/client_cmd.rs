@@ -1,6 +1,7 @@
 //! The client subcommands: one operation on one group through the
 //! shard-aware `engine::client::Client` (or, for `metrics`, one question to
-//! each node), reported as one JSON object, with an exit code that separates
+//! each node; for `drain` and `undrain`, to one node), reported as one JSON
+//! object, with an exit code that separates
 //! "certainly not applied" from "outcome unknown".
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use clap::{ArgGroup, Args};
 use engine::client::proto::{Consistency, Op, Reply, SCAN_LIMIT_MAX};
 use engine::client::{Client, ClientOptions, ClusterMap, Connection, Outcome};
 use engine::node::config::CORES_MAX;
+use engine::node::drain::DRAIN_WAIT_MS_MAX;
 use serde_json::Value;
 
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
@@ -141,6 +143,37 @@ pub struct MetricsArgs {
     target: Target,
 }
 
+#[derive(Args)]
+pub struct TransferLeaderArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    group: GroupArg,
+    /// The node to lead the group (a voter of it).
+    #[arg(long, value_name = "ID")]
+    to: u64,
+}
+
+/// One node of the cluster list.
+#[derive(Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The node (its id in the cluster list).
+    #[arg(long, value_name = "ID")]
+    node: u64,
+}
+
+#[derive(Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// How long the node may take to hand its leaderships over and answer
+    /// what waits on them; it goes on draining after it either way.
+    #[arg(long, default_value_t = 5_000, value_name = "MS", value_parser = clap::value_parser!(u32).range(..=i64::from(DRAIN_WAIT_MS_MAX)))]
+    wait_ms: u32,
+}
+
 fn parse_bases(text: &str) -> Result<Bases, String> {
     let mut bases = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -233,15 +266,64 @@ pub fn metrics(args: MetricsArgs) -> u8 {
 /// One node's counters, asked on its first core's port (any core answers
 /// for the whole node).
 fn node_metrics(id: u64, addr: SocketAddr, timeout: Duration) -> Result<Value, String> {
+    match ask_node(id, addr, Op::Metrics, timeout)? {
+        Reply::Value(Some(json)) => serde_json::from_slice(&json).map_err(|e| format!("node {id} sent metrics that are not JSON: {e}")),
+        other => Err(format!("node {id} answered {other:?}")),
+    }
+}
+
+/// Sends one node-wide request (its group is not looked at) to the node's
+/// first core and returns the reply.
+fn ask_node(id: u64, addr: SocketAddr, op: Op, timeout: Duration) -> Result<Reply, String> {
     let mut conn = Connection::connect(addr, timeout).map_err(|e| e.to_string())?;
     if conn.hello.node_id != id {
         return Err(format!("{addr} is node {}'s client port, not node {id}'s: check --cluster", conn.hello.node_id));
     }
-    conn.queue(&engine::client::proto::Request { id: 1, group: 0, op: Op::Metrics });
+    conn.queue(&engine::client::proto::Request { id: 1, group: 0, op });
     conn.flush().map_err(|e| e.to_string())?;
-    match conn.recv().map_err(|e| e.to_string())?.reply {
-        Reply::Value(Some(json)) => serde_json::from_slice(&json).map_err(|e| format!("node {id} sent metrics that are not JSON: {e}")),
-        other => Err(format!("node {id} answered {other:?}")),
+    Ok(conn.recv().map_err(|e| e.to_string())?.reply)
+}
+
+pub fn transfer_leader(args: TransferLeaderArgs) -> u8 {
+    run(&args.target, None, Request { group: args.group.group, subject: None, op: Op::TransferLeader { to: args.to } })
+}
+
+/// `{"ok":true,"node":ID}` once the node has handed every leadership over.
+pub fn drain(args: DrainArgs) -> u8 {
+    // The reply comes when the drain is over: wait that long, and a reply's worth more.
+    let wait = Duration::from_millis(u64::from(args.wait_ms));
+    node_admin(&args.node, Op::Drain { wait_ms: args.wait_ms }, wait)
+}
+
+pub fn undrain(args: NodeArgs) -> u8 {
+    node_admin(&args, Op::Undrain, Duration::ZERO)
+}
+
+/// Sends a node-wide request that is answered `Done`, and reports it.
+fn node_admin(args: &NodeArgs, op: Op, reply_after: Duration) -> u8 {
+    let bases = match cluster_bases(&args.target) {
+        Ok(b) => b,
+        Err(e) => return usage_error(&e),
+    };
+    let Some(&addr) = bases.0.get(&args.node) else {
+        return usage_error(&format!("--node {} is not in the cluster list", args.node));
+    };
+    let timeout = Duration::from_millis(args.target.timeout_ms.max(1)) + reply_after;
+    let error = match ask_node(args.node, addr, op, timeout) {
+        Ok(Reply::Done) => None,
+        Ok(Reply::Error(e)) | Err(e) => Some(e),
+        Ok(other) => Some(format!("node {} answered {other:?}", args.node)),
+    };
+    let report = Report::new(Some(error.is_none())).with("node", Value::from(args.node));
+    match error {
+        None => {
+            println!("{}", report.render());
+            EXIT_OK
+        }
+        Some(e) => {
+            println!("{}", report.with("error", Value::from(e)).render());
+            EXIT_FAILED
+        }
     }
 }
 
@@ -276,6 +358,7 @@ fn run(target: &Target, only_node: Option<u64>, req: Request) -> u8 {
             let outcome = match req.op {
                 Op::CreateGroup => client.create_group(req.group),
                 Op::DeleteGroup => client.delete_group(req.group),
+                Op::TransferLeader { to } => client.transfer_leader(req.group, to),
                 _ => client.call(req.group, req.op.clone()),
             };
             report(&req, outcome, client.leader_of(req.group))
@@ -382,6 +465,7 @@ fn report(req: &Request, outcome: Outcome, node: Option<u64>) -> (Report, u8) {
     let (r, code) = match (&req.op, reply) {
         (Op::Put { value, .. }, Reply::Done) => (ok().with("value", blob(value)), EXIT_OK),
         (Op::Delete { .. } | Op::CreateGroup | Op::DeleteGroup, Reply::Done) => (ok(), EXIT_OK),
+        (Op::TransferLeader { to }, Reply::Done) => (ok().with("leader", Value::from(*to)), EXIT_OK),
         (Op::Cas { new, .. }, Reply::Done) => (ok().with("value", opt_blob(new.as_ref())), EXIT_OK),
         (Op::Cas { .. }, Reply::CasFailed { current }) => {
             let r = failed(req, "compare failed: the current value is not the expected one".into()).with("cas_failed", Value::Bool(true)).with("current", opt_blob(current.as_ref()));
