@@ -186,6 +186,9 @@ struct Worker {
 
 /// Candidate groups are re-read from the shared leader table this often.
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
+/// How long a thread whose node said it is about to stop waits before it
+/// connects there again (a node stops within a few ticks of saying so).
+const CLOSING_BACKOFF: Duration = Duration::from_secs(1);
 /// How long the threads wait for in-flight operations after the stop.
 const DRAIN_FOR: Duration = Duration::from_secs(3);
 
@@ -241,7 +244,20 @@ impl Worker {
                     leader == 0 || leader == self.node || down.contains(&leader)
                 }));
             }
-            if !stopping {
+            // A notice may have come while nothing was in flight.
+            if pending.is_empty() && c.poll_idle().is_err() {
+                conn = None;
+                continue;
+            }
+            if c.is_closing() && pending.is_empty() {
+                // Its node stops soon and has answered everything sent: go
+                // elsewhere (its groups' leaders are on other nodes by now).
+                conn = None;
+                self.shared.down.lock().expect("not poisoned").insert(self.node);
+                std::thread::sleep(CLOSING_BACKOFF);
+                continue;
+            }
+            if !stopping && !c.is_closing() {
                 while pending.len() < self.window && !candidates.is_empty() {
                     let group = candidates[(next() % candidates.len() as u64) as usize];
                     let read = self.shape.read_ratio > 0.0 && (next() % 1_000_000) as f64 / 1e6 < self.shape.read_ratio;
@@ -319,6 +335,7 @@ impl Worker {
                         }
                         continue;
                     }
+                    Reply::Closing => continue,
                     Reply::Busy => "busy",
                     Reply::Unknown => "unknown_outcome",
                     Reply::UnknownGroup => "unknown_group",

@@ -721,6 +721,9 @@ fn a_drained_node_hands_over_every_leadership_and_leaves_no_write_unanswered() {
         std::thread::sleep(Duration::from_millis(300));
         let left = c.nodes[&drained].drain_and_wait(drained, Duration::from_secs(20));
         assert_eq!(left, 0, "node {drained} still leads {left} of its {led} groups");
+        // As before a stop: its clients are told, and it answers what they sent.
+        let waiting = c.nodes[&drained].close_clients_and_wait(drained, Duration::from_secs(20));
+        assert_eq!(waiting, 0, "node {drained} still has requests of its clients to answer");
         std::thread::sleep(Duration::from_millis(300));
         writing.store(false, Ordering::Relaxed);
         writers.into_iter().map(|w| w.join().expect("writer")).fold((Vec::new(), Vec::new()), |(mut a, mut u), (wa, wu)| {

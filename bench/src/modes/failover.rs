@@ -175,7 +175,10 @@ fn measure(
         let drained = (args.drain_ms > 0).then(|| {
             ctx.progress.mark(&format!("drain node {victim}"));
             let left = embedded.cluster.drain_and_wait(victim, Duration::from_millis(args.drain_ms));
-            (stopping.elapsed(), left)
+            let drained_in = stopping.elapsed();
+            // As `myriad serve` does before it stops.
+            embedded.cluster.close_clients_and_wait(victim, engine::node::drain::CLIENT_CLOSE_WAIT);
+            (drained_in, left)
         });
         embedded.cluster.kill(victim);
         ctx.progress.mark(&format!("kill node {victim}"));

@@ -33,6 +33,9 @@ pub struct Connection {
     buf: Vec<u8>,
     start: usize,
     filled: usize,
+    /// The server sent a `Closing` notice: its node is about to stop, and
+    /// nothing more should be sent on this connection.
+    closing: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +55,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
-        let mut c = Connection { stream, addr, hello: ServerHello { node_id: 0, core: 0, cores: 0 }, out: Vec::new(), buf: vec![0; 64 << 10], start: 0, filled: 0 };
+        let mut c = Connection { stream, addr, hello: ServerHello { node_id: 0, core: 0, cores: 0 }, out: Vec::new(), buf: vec![0; 64 << 10], start: 0, filled: 0, closing: false };
         let mut hello = Vec::new();
         proto::encode_client_hello(&mut hello);
         c.stream.write_all(&hello).map_err(io)?;
@@ -62,25 +65,6 @@ impl Connection {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// Whether the server already closed this idle connection (it stopped,
-    /// or dropped the connection). Checked before a pooled connection is
-    /// reused: a write sent into a connection closed before the send would
-    /// otherwise end as an unknown outcome, though it never arrived.
-    pub fn closed_by_peer(&self) -> bool {
-        if self.start < self.filled {
-            return false; // Unread responses: not idle.
-        }
-        if self.stream.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let mut byte = [0u8; 1];
-        let closed = match self.stream.peek(&mut byte) {
-            Ok(n) => n == 0,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        };
-        self.stream.set_nonblocking(false).is_err() || closed
     }
 
     pub fn set_timeout(&self, timeout: Duration) -> Result<(), ConnectionError> {
@@ -100,9 +84,18 @@ impl Connection {
         Ok(())
     }
 
-    /// Blocks for the next response (any request's).
+    /// The server said its node is about to stop (a `Closing` notice): send
+    /// nothing more here, take the replies still due, then drop the
+    /// connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Blocks for the next response (any request's, or a notice).
     pub fn recv(&mut self) -> Result<proto::Response, ConnectionError> {
-        self.read_with(proto::decode_response)
+        let resp = self.read_with(proto::decode_response)?;
+        self.note(&resp);
+        Ok(resp)
     }
 
     /// Blocks for at least one response, then takes every response already
@@ -112,9 +105,58 @@ impl Connection {
         let addr = self.addr();
         while let Decoded::Frame(resp, used) = proto::decode_response(&self.buf[self.start..self.filled]).map_err(|source| ConnectionError::Proto { addr, source })? {
             self.start += used;
+            self.note(&resp);
             out.push(resp);
         }
         Ok(())
+    }
+
+    /// For a connection with no request awaiting its reply: takes without
+    /// blocking what arrived (replies left from requests given up on are
+    /// dropped) and tells whether the server said it is closing.
+    pub fn poll_idle(&mut self) -> Result<bool, ConnectionError> {
+        let addr = self.addr();
+        let io = |source| ConnectionError::Io { addr, source };
+        self.stream.set_nonblocking(true).map_err(io)?;
+        let read = loop {
+            if self.filled == self.buf.len() {
+                // Idle: what is buffered is all stale or a notice.
+                self.recv_buffered()?;
+                if self.filled == self.buf.len() {
+                    break Ok(());
+                }
+            }
+            match self.stream.read(&mut self.buf[self.filled..]) {
+                Ok(0) => break Err(ConnectionError::Closed { addr }),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(io(e)),
+            }
+        };
+        self.stream.set_nonblocking(false).map_err(io)?;
+        read?;
+        self.recv_buffered()?;
+        Ok(self.closing)
+    }
+
+    /// Decodes (and drops, noting notices) every whole frame buffered,
+    /// moving what is left to the front.
+    fn recv_buffered(&mut self) -> Result<(), ConnectionError> {
+        let addr = self.addr();
+        while let Decoded::Frame(resp, used) = proto::decode_response(&self.buf[self.start..self.filled]).map_err(|source| ConnectionError::Proto { addr, source })? {
+            self.start += used;
+            self.note(&resp);
+        }
+        self.buf.copy_within(self.start..self.filled, 0);
+        self.filled -= self.start;
+        self.start = 0;
+        Ok(())
+    }
+
+    fn note(&mut self, resp: &proto::Response) {
+        if resp.id == proto::CLOSING_NOTICE_ID && resp.reply == Reply::Closing {
+            self.closing = true;
+        }
     }
 
     fn read_with<T>(&mut self, decode: impl Fn(&[u8]) -> Result<Decoded<T>, proto::ProtoError>) -> Result<T, ConnectionError> {
@@ -257,12 +299,17 @@ impl Client {
         let c = self.connection(node, core)?;
         c.queue(&Request { id, group, op });
         c.flush()?;
-        loop {
+        let reply = loop {
             let resp = c.recv()?;
             if resp.id == id {
-                return Ok(resp.reply);
+                break resp.reply;
             }
+        };
+        if c.is_closing() {
+            // Its node stops soon: the next request opens another connection.
+            self.conns.remove(&(node, core));
         }
+        Ok(reply)
     }
 
     fn on_every_node(&mut self, group: u64, op: Op) -> Outcome {
@@ -294,7 +341,10 @@ impl Client {
     }
 
     fn connection(&mut self, node: u64, core: u32) -> Result<&mut Connection, ConnectionError> {
-        if self.conns.get(&(node, core)).is_some_and(Connection::closed_by_peer) {
+        // A pooled connection the server closed (it stopped, or dropped it)
+        // or said it would: a write sent into it would end as an unknown
+        // outcome, though it never arrived.
+        if self.conns.get_mut(&(node, core)).is_some_and(|c| !matches!(c.poll_idle(), Ok(false))) {
             self.conns.remove(&(node, core));
         }
         if !self.conns.contains_key(&(node, core)) {
@@ -386,30 +436,48 @@ mod tests {
         let (server, _) = listener.accept().expect("accept");
         let hello = ServerHello { node_id: 1, core: 0, cores: 1 };
         let addr = listener.local_addr().expect("addr");
-        (Connection { stream, addr, hello, out: Vec::new(), buf: vec![0; 64], start: 0, filled: 0 }, server)
+        (Connection { stream, addr, hello, out: Vec::new(), buf: vec![0; 64], start: 0, filled: 0, closing: false }, server)
     }
 
     #[test]
-    fn a_connection_the_server_closed_is_seen_closed_before_reuse() {
-        let (conn, server) = connected_pair();
-        assert!(!conn.closed_by_peer(), "an open, idle connection");
+    fn an_idle_connection_the_server_closed_is_seen_closed_before_reuse() {
+        let (mut conn, server) = connected_pair();
+        assert!(!conn.poll_idle().expect("open"), "an open, idle connection");
         drop(server);
         // The FIN crosses loopback at once, but give the kernel a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !conn.closed_by_peer() {
+        while conn.poll_idle().is_ok() {
             assert!(Instant::now() < deadline, "the close was never seen");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
+    /// Stale replies (more than the 64-byte buffer holds) are dropped, the
+    /// closing notice behind them is seen, and the connection is left
+    /// blocking: the next reply is waited for.
     #[test]
-    fn a_connection_with_data_waiting_is_not_closed_and_stays_blocking() {
+    fn an_idle_connection_takes_stale_replies_and_sees_a_closing_notice() {
         let (mut conn, mut server) = connected_pair();
-        server.write_all(b"x").expect("write");
+        let mut frames = Vec::new();
+        for id in 1..=5 {
+            proto::encode_response(&proto::Response { id, reply: Reply::Error("a stale answer".into()) }, &mut frames);
+        }
+        server.write_all(&frames).expect("write");
         std::thread::sleep(Duration::from_millis(20));
-        assert!(!conn.closed_by_peer());
-        // Back in blocking mode: a read waits for (and gets) the byte.
-        let mut byte = [0u8; 1];
-        assert_eq!(conn.stream.read(&mut byte).expect("read"), 1);
+        assert!(!conn.poll_idle().expect("open"), "no notice yet");
+        let mut notice = Vec::new();
+        proto::encode_response(&proto::Response { id: proto::CLOSING_NOTICE_ID, reply: Reply::Closing }, &mut notice);
+        server.write_all(&notice).expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(conn.poll_idle().expect("open"), "the notice is seen");
+        let replier = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut frame = Vec::new();
+            proto::encode_response(&proto::Response { id: 9, reply: Reply::Done }, &mut frame);
+            server.write_all(&frame).expect("write");
+            server
+        });
+        assert_eq!(conn.recv().expect("a reply").id, 9);
+        drop(replier.join());
     }
 }

@@ -114,7 +114,14 @@ pub enum Reply {
     /// with another entry at that index, or it stopped).
     Unknown,
     Error(String),
+    /// Not an answer: a notice, with id `CLOSING_NOTICE_ID`, that the node
+    /// is about to stop. Send nothing more on this connection; the replies
+    /// to what was sent still come; then close it.
+    Closing,
 }
+
+/// The id of a `Closing` notice (no request is answered by it).
+pub const CLOSING_NOTICE_ID: u64 = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
@@ -350,6 +357,7 @@ const R_BUSY: u8 = 6;
 const R_UNKNOWN: u8 = 7;
 const R_ERROR: u8 = 8;
 const R_WRONG_CORE: u8 = 9;
+const R_CLOSING: u8 = 10;
 
 pub fn encode_response(resp: &Response, out: &mut Vec<u8>) {
     let start = begin_frame(out);
@@ -387,6 +395,7 @@ pub fn encode_response(resp: &Response, out: &mut Vec<u8>) {
             out.push(R_ERROR);
             put_blob(out, text.as_bytes());
         }
+        Reply::Closing => out.push(R_CLOSING),
     }
     finish_frame(out, start);
 }
@@ -418,6 +427,7 @@ pub fn decode_response(buf: &[u8]) -> Result<Decoded<Response>, ProtoError> {
         R_WRONG_CORE => Reply::WrongCore { core: r.u32()? },
         R_BUSY => Reply::Busy,
         R_UNKNOWN => Reply::Unknown,
+        R_CLOSING => Reply::Closing,
         R_ERROR => Reply::Error(String::from_utf8(r.blob()?.to_vec()).map_err(|_| ProtoError::Utf8)?),
         tag => return Err(ProtoError::Tag { what: "reply", tag }),
     };
@@ -476,6 +486,7 @@ mod tests {
             Reply::Busy,
             Reply::Unknown,
             Reply::Error("boom".into()),
+            Reply::Closing,
         ];
         for (i, reply) in replies.into_iter().enumerate() {
             let resp = Response { id: i as u64, reply };

@@ -49,6 +49,14 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// Queues the `Closing` notice (it answers no request).
+    fn notice_closing(&self) {
+        if !self.closed.get() {
+            proto::encode_response(&Response { id: proto::CLOSING_NOTICE_ID, reply: Reply::Closing }, &mut self.buf.borrow_mut());
+            self.wake_writer.notify();
+        }
+    }
+
     fn reply(&self, id: u64, reply: Reply) {
         self.inflight.set(self.inflight.get() - 1);
         if !self.closed.get() {
@@ -56,6 +64,44 @@ impl Outgoing {
             self.wake_writer.notify();
         }
         self.wake_reader.notify();
+    }
+}
+
+/// The client connections of one core, to tell them when the node is about
+/// to stop.
+#[derive(Default)]
+pub struct ClientConns {
+    open: RefCell<Vec<Weak<Outgoing>>>,
+    closing: Cell<bool>,
+}
+
+impl ClientConns {
+    fn register(&self, out: &Rc<Outgoing>) {
+        if self.closing.get() {
+            out.notice_closing();
+        }
+        let mut open = self.open.borrow_mut();
+        open.retain(|o| o.strong_count() > 0);
+        open.push(Rc::downgrade(out));
+    }
+
+    /// Sends every open connection the `Closing` notice, once (connections
+    /// opened afterwards get it after the hello); returns how many requests
+    /// read from them still wait for their answer.
+    pub fn announce_closing(&self) -> usize {
+        let first = !self.closing.replace(true);
+        let mut open = self.open.borrow_mut();
+        open.retain(|o| o.strong_count() > 0);
+        let mut waiting = 0;
+        for out in open.iter().filter_map(Weak::upgrade) {
+            if first {
+                out.notice_closing();
+            }
+            if !out.closed.get() {
+                waiting += out.inflight.get();
+            }
+        }
+        waiting
     }
 }
 
@@ -138,6 +184,9 @@ async fn connection(mut stream: TcpStream, hello: ServerHello, shard: Weak<Shard
             trim_buffer(&mut pending, 0, BUFFER_KEPT_BYTES_MAX);
         }
     });
+    if let Some(s) = shard.upgrade() {
+        s.client_conns.register(&out);
+    }
     let result = read_requests(&mut rd, &mut buf, filled, &shard, &out).await;
     if result.is_ok() {
         // The client closed its sending half (or the node stops): answer

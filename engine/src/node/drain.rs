@@ -1,15 +1,30 @@
-//! When a drain is over: read from the counters of a node's cores, by the
-//! embedded API (`Cluster::drain_and_wait`) and by the client protocol's
-//! `Drain` alike.
+//! Taking a node out of service: the switches its cores share, and when a
+//! drain is over (read from the counters of its cores, by the embedded API,
+//! `Cluster::drain_and_wait`, and by the client protocol's `Drain` alike).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::metrics::CoreMetrics;
 
+/// Switches shared by all the cores of a node.
+#[derive(Clone, Default)]
+pub struct NodeSwitches {
+    /// The node drains: its ticks hand its leaderships over, and its frames
+    /// tell its peers (see `Cluster::drain`).
+    pub drain: Arc<AtomicBool>,
+    /// The node is about to stop: its client connections are told so, at
+    /// the next tick (see `Cluster::close_clients_and_wait`).
+    pub close_clients: Arc<AtomicBool>,
+}
+
 /// How often a drain's waiter reads the counters.
 pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// After a drain, how long a stopping node waits for its clients to close
+/// their connections (told it stops: `Cluster::close_clients_and_wait`).
+pub const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest wait a client's `Drain` may ask for.
 pub const DRAIN_WAIT_MS_MAX: u32 = 600_000;

@@ -46,6 +46,11 @@ pub struct CoreMetrics {
     pub draining: AtomicU64,
     /// Ticks at which this core handed leaderships over (`Cluster::drain`).
     pub drain_ticks: AtomicU64,
+    /// Ticks since this core told its client connections that the node is
+    /// about to stop (`Cluster::close_clients_and_wait`), and the requests
+    /// read from them still waiting for an answer at the last one.
+    pub closing_ticks: AtomicU64,
+    pub closing_requests_waiting: AtomicU64,
     pub quiesced_groups: AtomicU64,
     pub log_entries_in_memory: AtomicU64,
 }

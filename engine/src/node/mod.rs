@@ -26,7 +26,7 @@ use glommio::net::TcpListener;
 
 pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT, STOP_DRAIN_MS_DEFAULT};
 pub use metrics::{CoreMetrics, MetricsSnapshot};
-use drain::{DrainWatch, DRAIN_POLL_INTERVAL};
+use drain::{DrainWatch, NodeSwitches, DRAIN_POLL_INTERVAL};
 use shard::{Event, Shard};
 
 use crate::tasks::TaskSet;
@@ -46,7 +46,7 @@ pub const PEER_PROTOCOL_VERSION: u16 = 2;
 struct ShardControl {
     node: u64,
     stop: Arc<AtomicBool>,
-    drain: Arc<AtomicBool>,
+    switches: NodeSwitches,
     metrics: Arc<CoreMetrics>,
 }
 
@@ -73,7 +73,7 @@ struct ShardPlan {
     cfg: NodeConfig,
     core: u32,
     stop: Arc<AtomicBool>,
-    drain: Arc<AtomicBool>,
+    switches: NodeSwitches,
     /// Every core's counters of the node, by core (this one's among them).
     node_metrics: Vec<Arc<CoreMetrics>>,
     mesh: forward::MeshEnds,
@@ -101,8 +101,8 @@ impl Cluster {
         for cfg in &nodes {
             let mut mesh = forward::mesh(cfg.cores).into_iter();
             let node_metrics: Vec<Arc<CoreMetrics>> = (0..cfg.cores).map(|_| Arc::default()).collect();
-            // One for all the node's cores: any of them may start or end a drain.
-            let drain = Arc::new(AtomicBool::new(false));
+            // One set for all the node's cores: any of them may start or end a drain.
+            let switches = NodeSwitches::default();
             for core in 0..cfg.cores {
                 let ends = mesh.next().expect("one mesh end per core");
                 let index = match executors {
@@ -115,8 +115,8 @@ impl Cluster {
                 }
                 let stop = Arc::new(AtomicBool::new(false));
                 let metrics = node_metrics[core as usize].clone();
-                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), drain: drain.clone(), node_metrics: node_metrics.clone(), mesh: ends });
-                shards.push(ShardControl { node: cfg.node_id, stop, drain: drain.clone(), metrics });
+                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), switches: switches.clone(), node_metrics: node_metrics.clone(), mesh: ends });
+                shards.push(ShardControl { node: cfg.node_id, stop, switches: switches.clone(), metrics });
             }
         }
         let (addr_tx, addr_rx) = mpsc::channel::<anyhow::Result<(u64, u32, SocketAddr)>>();
@@ -176,7 +176,7 @@ impl Cluster {
     /// or to take it out of the write path for a while.
     pub fn drain(&self, node: u64) {
         if let Some(s) = self.shards.iter().find(|s| s.node == node) {
-            s.drain.store(true, Ordering::SeqCst);
+            s.switches.drain.store(true, Ordering::SeqCst);
         }
     }
 
@@ -184,7 +184,7 @@ impl Cluster {
     /// hands it its share back).
     pub fn undrain(&self, node: u64) {
         if let Some(s) = self.shards.iter().find(|s| s.node == node) {
-            s.drain.store(false, Ordering::SeqCst);
+            s.switches.drain.store(false, Ordering::SeqCst);
         }
     }
 
@@ -204,6 +204,33 @@ impl Cluster {
             std::thread::sleep(DRAIN_POLL_INTERVAL);
         }
         self.metrics(node).leaders
+    }
+
+    /// Tells every client connection of `node` that it is about to stop (a
+    /// `Closing` notice: send nothing more here; connections opened later
+    /// are told at once), and waits until its clients have closed them all,
+    /// or until every core, a tick or more after telling them, has answered
+    /// every request read from them (what a client sent before the notice
+    /// reached it has arrived by then), or until `timeout` passes. The node
+    /// answers every request it gets meanwhile: done after a drain, before
+    /// a stop, no request is left in flight when it stops. Returns how many
+    /// requests were still waiting (0: none).
+    pub fn close_clients_and_wait(&self, node: u64, timeout: Duration) -> u64 {
+        let cores: Vec<&ShardControl> = self.shards.iter().filter(|s| s.node == node).collect();
+        let Some(first) = cores.first() else { return 0 };
+        let ticks_before: Vec<u64> = cores.iter().map(|s| s.metrics.closing_ticks.load(Ordering::Acquire)).collect();
+        first.switches.close_clients.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answered = cores.iter().zip(&ticks_before).all(|(s, &before)| s.metrics.closing_ticks.load(Ordering::Acquire) >= before + 2 && s.metrics.closing_requests_waiting.load(Ordering::Relaxed) == 0);
+            if answered || self.metrics(node).client_connections == 0 {
+                return 0;
+            }
+            if Instant::now() >= deadline {
+                return cores.iter().map(|s| s.metrics.closing_requests_waiting.load(Ordering::Relaxed)).sum();
+            }
+            std::thread::sleep(DRAIN_POLL_INTERVAL);
+        }
     }
 
     pub fn stop_all(&self) {
@@ -275,10 +302,11 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
 /// Opens, serves and finally stops one shard; reports its client address
 /// (or why it could not start) through `addr_tx`.
 async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
-    let ShardPlan { cfg, core, stop, drain, node_metrics, mesh } = plan;
+    let ShardPlan { cfg, core, stop, switches, node_metrics, mesh } = plan;
+    let drain = switches.drain.clone();
     let node = cfg.node_id;
     let tasks = TaskSet::default();
-    let started = start_shard(Rc::new(cfg), core, node_metrics, drain.clone(), mesh, &tasks).await;
+    let started = start_shard(Rc::new(cfg), core, node_metrics, switches, mesh, &tasks).await;
     let (shard, client_addr) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -313,7 +341,7 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
 }
 
 /// Opens the shard and starts its listeners and peer links.
-async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, drain: Arc<AtomicBool>, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
+async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, switches: NodeSwitches, mesh: forward::MeshEnds, tasks: &TaskSet) -> anyhow::Result<(Rc<Shard>, SocketAddr)> {
     let node = cfg.node_id;
     let peer_addr = cfg.peer_addr(node, core).expect("validated: this node is a peer");
     let peer_listener = TcpListener::bind(peer_addr).map_err(crate::io_error).with_context(|| format!("binding the peer port {peer_addr}"))?;
@@ -323,7 +351,8 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
     let client_addr = client_listener.local_addr().map_err(crate::io_error)?;
 
     let metrics = node_metrics[core as usize].clone();
-    let mut shard = Shard::open(cfg.clone(), core, node_metrics, drain.clone()).await?;
+    let drain = switches.drain.clone();
+    let mut shard = Shard::open(cfg.clone(), core, node_metrics, switches).await?;
     let hello = Handshake { cluster_id: cfg.cluster_id, node_id: node, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
     let liveness = cfg.peer_liveness();
     for (&peer_node, _) in cfg.peers.iter().filter(|(&id, _)| id != node) {

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,14 @@ use raftcore::{Config, ConfState, Message, MemStorage, NodeId, RawNode, Ready, S
 use super::forward::{Forward, Forwarder};
 use super::group::{Group, HandOver, Leadership, ReadOp, Responder, Visit};
 use crate::group_table::GroupTable;
-use super::drain::{DrainEnd, DrainWatch, DRAIN_POLL_INTERVAL, DRAIN_WAIT_MS_MAX};
+use super::drain::{DrainEnd, DrainWatch, NodeSwitches, DRAIN_POLL_INTERVAL, DRAIN_WAIT_MS_MAX};
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
 use super::snapshot_writer::{SaveJob, Saved, SnapshotWriter};
 use super::NodeConfig;
 use crate::client::proto::{Consistency, Op, Reply, Request};
+use crate::client::server::ClientConns;
 use crate::kv::{KvCommand, KvStore, StateMachine};
 use crate::signal::Signal;
 use crate::transport::peer::PeerLink;
@@ -132,10 +133,12 @@ pub struct Shard {
     /// Peers whose last frame said they drain: they take no leadership,
     /// neither by a drain nor by balancing.
     peers_draining: RefCell<std::collections::HashSet<u64>>,
-    /// The node drains (shared by its cores; see `Cluster::drain`): its
-    /// ticks hand its leaderships over, and no leadership is balanced onto
-    /// or away from it.
-    drain: Arc<AtomicBool>,
+    /// The node's switches, shared by its cores. While it drains (see
+    /// `Cluster::drain`) its ticks hand its leaderships over, and no
+    /// leadership is balanced onto or away from it.
+    switches: NodeSwitches,
+    /// This core's client connections, told when the node is about to stop.
+    pub client_conns: ClientConns,
     metrics: Arc<CoreMetrics>,
     stopped: Cell<bool>,
     /// Ticks handled, to check the log memory budget every few.
@@ -205,8 +208,8 @@ pub fn raft_config(node: u64) -> Config {
 impl Shard {
     /// Opens the WAL and snapshots of this core and rebuilds its groups.
     /// `node_metrics` holds the counters of each core of the node, by core;
-    /// `drain`, the node's drain flag.
-    pub async fn open(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, drain: Arc<AtomicBool>) -> anyhow::Result<Shard> {
+    /// `switches`, those of the node.
+    pub async fn open(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreMetrics>>, switches: NodeSwitches) -> anyhow::Result<Shard> {
         let metrics = node_metrics[core as usize].clone();
         let dir = cfg.data_dir.join(format!("node-{}", cfg.node_id)).join(format!("core-{core}"));
         let (wal, kept) = Wal::open_dir_keeping(dir.join("wal"), cfg.wal_options(), REPLAY_KEPT_BYTES_MAX).await.map_err(wal_error)?;
@@ -261,7 +264,8 @@ impl Shard {
             leader_census: RefCell::default(),
             census_last_round: RefCell::default(),
             peers_draining: RefCell::default(),
-            drain,
+            switches,
+            client_conns: ClientConns::default(),
             entry_bytes_max: entry_bytes_max(record_split_bytes),
         })
     }
@@ -278,7 +282,7 @@ impl Shard {
             Op::Metrics => return respond(self.metrics_reply()),
             Op::Drain { wait_ms } => return self.drain_node(wait_ms, respond),
             Op::Undrain => {
-                self.drain.store(false, Ordering::SeqCst);
+                self.switches.drain.store(false, Ordering::SeqCst);
                 return respond(Reply::Done);
             }
             _ => {}
@@ -350,7 +354,7 @@ impl Shard {
         }
         let cores = self.node_metrics.clone();
         let watch = DrainWatch::start(&cores);
-        self.drain.store(true, Ordering::SeqCst);
+        self.switches.drain.store(true, Ordering::SeqCst);
         let node = self.cfg.node_id;
         glommio::spawn_local(async move {
             let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms));
@@ -603,7 +607,12 @@ impl Shard {
                 self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
-                let draining = self.drain.load(Ordering::Relaxed);
+                if self.switches.close_clients.load(Ordering::Relaxed) {
+                    let waiting = self.client_conns.announce_closing();
+                    self.metrics.closing_requests_waiting.store(waiting as u64, Ordering::Relaxed);
+                    self.metrics.closing_ticks.fetch_add(1, Ordering::Release);
+                }
+                let draining = self.switches.drain.load(Ordering::Relaxed);
                 self.metrics.draining.store(u64::from(draining), Ordering::Relaxed);
                 if self.cfg.balance_leaders && !draining && self.ticks.get() % self.balance_every_ticks() == 0 {
                     drop(live_peers);

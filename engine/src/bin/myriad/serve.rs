@@ -106,6 +106,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::warn!(node, groups = led, left, ms, "stopping while still leading {left} groups (no other node was up to take them, or stop_drain_ms ran out): the others elect their leaders after an election timeout");
         }
+        // Clients stop sending here and take their last answers, so no
+        // request is in flight when the node stops.
+        let waiting = cluster.close_clients_and_wait(node, engine::node::drain::CLIENT_CLOSE_WAIT);
+        if waiting > 0 {
+            tracing::warn!(node, waiting, "stopping with client requests still waiting for their answer: their outcome is unknown to their clients");
+        }
     }
     cluster.shutdown().with_context(|| format!("stopping node {node}"))?;
     tracing::info!(node, "stopped");
