@@ -64,6 +64,12 @@ const RELEAD_POLL: Duration = Duration::from_millis(10);
 const RELEAD_GRACE: Duration = Duration::from_secs(10);
 /// Writes recover when a second reaches this fraction of the rate before the kill.
 const RECOVERED_FRACTION: f64 = 0.9;
+/// How often the count of acknowledged writes is sampled for the recovery
+/// time.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// The window over which the write rate after the stop must be back to
+/// `RECOVERED_FRACTION` of the rate before.
+const RECOVERY_WINDOW_S: f64 = 0.5;
 
 pub fn run(args: &FailoverArgs, ctx: &RunContext) -> anyhow::Result<Outcome> {
     anyhow::ensure!(
@@ -156,6 +162,7 @@ fn measure(
     ctx.progress
         .phase("failover", "ops", Plan::For(args.before + args.after));
     load.begin_measuring();
+    let sampler = Sampler::start(ctx.progress.clone());
     std::thread::sleep(args.before);
     let led = embedded.cluster.metrics(victim).leaders;
     let watch = Watch {
@@ -165,7 +172,7 @@ fn measure(
         after: args.after,
         progress: &ctx.progress,
     };
-    let (stop_at_s, drained, (releaded, led_by_survivors), report) = std::thread::scope(|s| {
+    let (stop_at_s, drained, (releaded, led_by_survivors), report, samples) = std::thread::scope(|s| {
         // Re-election and recovery count from the start of the stop: the
         // drain's start when there is one.
         let stopping = Instant::now();
@@ -185,19 +192,20 @@ fn measure(
         std::thread::sleep(args.after.saturating_sub(stopping.elapsed()));
         // The series ends with the last whole second of load, before the
         // load threads wind down.
+        let samples = sampler.finish();
         ctx.progress.finish();
         let report = load.finish();
         let releaded = watcher
             .join()
             .expect("the re-election watcher does not panic");
-        (stop_at_s, drained, releaded, report)
+        (stop_at_s, drained, releaded, report, samples)
     });
     out.per_second = ctx.progress.per_second();
     out.per_second_unit = "ops".into();
     out.marks = ctx.progress.marks();
     fill(out, &report, args.payload);
 
-    let recovered_s = recovery_s(&out.per_second, stop_at_s, RECOVERED_FRACTION);
+    let recovered_s = recovery_s(&samples, stop_at_s, RECOVERED_FRACTION, RECOVERY_WINDOW_S);
     out.set("killed_node", victim);
     out.set("groups_led_by_killed_node", led);
     out.set("all_releaded_s", releaded.map(|d| d.as_secs_f64()));
@@ -229,7 +237,7 @@ fn measure(
         ),
     });
     out.say(match recovered_s {
-        Some(s) => format!("writes back to 90 % of their rate before {stop} within {s:.2} s (per-second resolution)"),
+        Some(s) => format!("writes back to 90 % of their rate before {stop} within {s:.2} s (the end of the first {RECOVERY_WINDOW_S} s window at that rate, windows every {} ms)", SAMPLE_EVERY.as_millis()),
         None => format!("writes did NOT come back to 90 % of their rate before {stop}"),
     });
 
@@ -322,29 +330,56 @@ impl Watch<'_> {
     }
 }
 
-/// Seconds from the kill (at `kill_at_s` on the series' clock) to the end of
-/// the first whole second after it whose throughput reaches `fraction` of the
-/// mean of the whole seconds before the kill (the first of those left out
-/// when there are more: it starts with an empty pipeline). An upper bound
-/// with a resolution of one second; `None` without a second before the kill
-/// or without recovery.
-pub fn recovery_s(per_second: &[f64], kill_at_s: f64, fraction: f64) -> Option<f64> {
-    assert!(
-        kill_at_s >= 0.0 && (0.0..=1.0).contains(&fraction),
-        "a kill time and a fraction"
-    );
-    let whole_before = (kill_at_s.floor() as usize).min(per_second.len());
-    let before = &per_second[usize::from(whole_before > 1)..whole_before];
-    if before.is_empty() {
+/// Samples the count of acknowledged writes every `SAMPLE_EVERY`, with the
+/// phase's elapsed time, until `finish`.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl Sampler {
+    fn start(progress: Progress) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push((progress.elapsed_s(), progress.done()));
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            samples
+        });
+        Sampler { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(f64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the sampler does not panic")
+    }
+}
+
+/// Seconds from `stop_at_s` to the end of the first window of `window_s`
+/// (starting at a sample at or after the stop) whose write rate is at least
+/// `fraction` of the rate before the stop (from 1 s on: the first second
+/// ramps up). `samples` are (elapsed seconds, writes acknowledged so far),
+/// in time order. None if nothing flowed before, or the rate never came
+/// back.
+pub fn recovery_s(samples: &[(f64, u64)], stop_at_s: f64, fraction: f64, window_s: f64) -> Option<f64> {
+    assert!(stop_at_s >= 0.0 && (0.0..=1.0).contains(&fraction) && window_s > 0.0, "a stop time, a fraction and a window");
+    let from = samples.iter().find(|&&(t, _)| t >= 1.0)?;
+    let to = samples.iter().rev().find(|&&(t, _)| t <= stop_at_s)?;
+    if to.0 - from.0 < window_s {
         return None;
     }
-    let mean = before.iter().sum::<f64>() / before.len() as f64;
-    if mean <= 0.0 {
+    let rate_before = (to.1 - from.1) as f64 / (to.0 - from.0);
+    if rate_before <= 0.0 {
         return None;
     }
-    let first_after = kill_at_s.ceil() as usize;
-    let second = (first_after..per_second.len()).find(|&i| per_second[i] >= fraction * mean)?;
-    Some(second as f64 + 1.0 - kill_at_s)
+    let after = samples.iter().position(|&(t, _)| t >= stop_at_s)?;
+    samples[after..].iter().enumerate().find_map(|(i, &(t, done))| {
+        let &(end, done_end) = samples[after + i..].iter().find(|&&(u, _)| u >= t + window_s)?;
+        ((done_end - done) as f64 / (end - t) >= fraction * rate_before).then_some(end - stop_at_s)
+    })
 }
 
 #[cfg(test)]
@@ -352,32 +387,31 @@ mod tests {
     use super::recovery_s;
 
     #[test]
-    fn recovery_is_measured_to_the_end_of_the_first_good_second() {
-        let series = [500.0, 1000.0, 1000.0, 400.0, 0.0, 850.0, 950.0, 1000.0];
-        // Mean before the kill at 3.4 s: seconds 1 and 2 (second 0 is ramp-up).
-        let s = recovery_s(&series, 3.4, 0.9).unwrap();
-        assert!(
-            (s - 3.6).abs() < 1e-9,
-            "second 6 ends 3.6 s after the kill: {s}"
-        );
-        assert_eq!(
-            recovery_s(&series, 3.4, 1.0).map(|s| (s * 10.0).round()),
-            Some(46.0)
-        );
-        assert_eq!(
-            recovery_s(&[0.0, 0.0, 0.0], 2.5, 0.9),
-            None,
-            "nothing flowed before"
-        );
-        assert_eq!(
-            recovery_s(&[1000.0, 1000.0, 0.0, 0.0], 2.5, 0.9),
-            None,
-            "never recovered"
-        );
-        assert_eq!(
-            recovery_s(&[1000.0], 0.5, 0.9),
-            None,
-            "no whole second before the kill"
-        );
+    fn recovery_is_measured_to_the_end_of_the_first_good_window() {
+        // 1,000 writes a second, sampled every 0.1 s; stopped at 3.0 s, no
+        // writes for 0.5 s, then 500 a second until 4.0 s, then 1,000 again.
+        let mut samples = Vec::new();
+        let mut done = 0u64;
+        for i in 0..80 {
+            let t = f64::from(i) / 10.0;
+            samples.push((t, done));
+            done += match t {
+                t if t < 2.95 => 100,
+                t if t < 3.45 => 0,
+                t if t < 3.95 => 50,
+                _ => 100,
+            };
+        }
+        // The first window at 95 %: from 4.0 s to 4.5 s (the one from
+        // 3.9 s has 90 %).
+        let s = recovery_s(&samples, 3.0, 0.95, 0.5).unwrap();
+        assert!((s - 1.5).abs() < 1e-9, "back 1.5 s after the stop: {s}");
+        // At 45 %: the window from 3.5 s (the one from 3.4 s has 40 %).
+        let s = recovery_s(&samples, 3.0, 0.45, 0.5).unwrap();
+        assert!((s - 1.0).abs() < 1e-9, "{s}");
+        assert_eq!(recovery_s(&samples, 3.0, 1.0, 10.0), None, "no window that long after the stop");
+        let flat: Vec<(f64, u64)> = (0..30).map(|i| (f64::from(i) / 10.0, 0)).collect();
+        assert_eq!(recovery_s(&flat, 2.5, 0.9, 0.5), None, "nothing flowed before");
+        assert_eq!(recovery_s(&samples, 1.2, 0.9, 0.5), None, "not a window's worth before the stop");
     }
 }
