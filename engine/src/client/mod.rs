@@ -241,11 +241,18 @@ pub struct Client {
     next_id: u64,
     /// Rotates the node tried when no leader is known.
     probe: usize,
+    /// Nodes that said they are about to stop (a `Closing` notice), and
+    /// when: tried without a leader hint only if every node did.
+    closing_since: HashMap<u64, Instant>,
 }
+
+/// How long a node that said it is about to stop is left out of the probes:
+/// it stops within `node::drain::CLIENT_CLOSE_WAIT` (2 s) of saying so.
+const CLOSING_AVOID: Duration = Duration::from_secs(5);
 
 impl Client {
     pub fn new(map: ClusterMap, opts: ClientOptions) -> Client {
-        Client { map, opts, conns: HashMap::new(), leaders: HashMap::new(), next_id: 1, probe: 0 }
+        Client { map, opts, conns: HashMap::new(), leaders: HashMap::new(), next_id: 1, probe: 0, closing_since: HashMap::new() }
     }
 
     /// The node this client believes leads `group`.
@@ -308,6 +315,7 @@ impl Client {
         if c.is_closing() {
             // Its node stops soon: the next request opens another connection.
             self.conns.remove(&(node, core));
+            self.closing_since.insert(node, Instant::now());
         }
         Ok(reply)
     }
@@ -336,6 +344,14 @@ impl Client {
             }
         }
         let ids: Vec<u64> = self.map.nodes.keys().copied().collect();
+        self.closing_since.retain(|_, since| since.elapsed() < CLOSING_AVOID);
+        for _ in 0..ids.len() {
+            self.probe = (self.probe + 1) % ids.len();
+            if !self.closing_since.contains_key(&ids[self.probe]) {
+                return ids[self.probe];
+            }
+        }
+        // Every node is about to stop: try them in turn all the same.
         self.probe = (self.probe + 1) % ids.len().max(1);
         ids.get(self.probe).copied().unwrap_or(0)
     }
@@ -344,8 +360,17 @@ impl Client {
         // A pooled connection the server closed (it stopped, or dropped it)
         // or said it would: a write sent into it would end as an unknown
         // outcome, though it never arrived.
-        if self.conns.get_mut(&(node, core)).is_some_and(|c| !matches!(c.poll_idle(), Ok(false))) {
-            self.conns.remove(&(node, core));
+        if let Some(c) = self.conns.get_mut(&(node, core)) {
+            match c.poll_idle() {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.closing_since.insert(node, Instant::now());
+                    self.conns.remove(&(node, core));
+                }
+                Err(_) => {
+                    self.conns.remove(&(node, core));
+                }
+            }
         }
         if !self.conns.contains_key(&(node, core)) {
             let addr = self.map.nodes[&node][core as usize];
@@ -479,5 +504,25 @@ mod tests {
         });
         assert_eq!(conn.recv().expect("a reply").id, 9);
         drop(replier.join());
+    }
+
+    /// Without a leader hint, a node that said it is about to stop is not
+    /// tried while another is left.
+    #[test]
+    fn probes_leave_out_a_node_about_to_stop() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("an address");
+        let map = ClusterMap { nodes: (1..=3).map(|id| (id, vec![addr])).collect() };
+        let mut client = Client::new(map, ClientOptions::default());
+        let probed = |client: &mut Client| -> Vec<u64> { (0..6).map(|_| client.pick_node(7)).collect() };
+        assert!(probed(&mut client).contains(&2), "every node is probed in turn");
+        client.closing_since.insert(2, Instant::now());
+        let without = probed(&mut client);
+        assert!(!without.contains(&2) && without.contains(&1) && without.contains(&3), "{without:?}");
+        for id in [1, 3] {
+            client.closing_since.insert(id, Instant::now());
+        }
+        assert!(probed(&mut client).contains(&2), "all about to stop: tried all the same");
+        client.leaders.insert(7, 2);
+        assert_eq!(client.pick_node(7), 2, "a leader hint is followed");
     }
 }
