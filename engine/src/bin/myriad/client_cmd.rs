@@ -281,7 +281,13 @@ fn ask_node(id: u64, addr: SocketAddr, op: Op, timeout: Duration) -> Result<Repl
     }
     conn.queue(&engine::client::proto::Request { id: 1, group: 0, op });
     conn.flush().map_err(|e| e.to_string())?;
-    Ok(conn.recv().map_err(|e| e.to_string())?.reply)
+    loop {
+        // Skips a `Closing` notice (the node is about to stop).
+        let resp = conn.recv().map_err(|e| e.to_string())?;
+        if resp.id == 1 {
+            return Ok(resp.reply);
+        }
+    }
 }
 
 pub fn transfer_leader(args: TransferLeaderArgs) -> u8 {
