@@ -187,7 +187,7 @@ impl Group {
         debug_assert!(!self.quiesced, "quiesced groups are not ticked");
         // Idle as the last ready left it: the heartbeat this tick may send
         // does not count as work.
-        let idle = self.raw.is_idle() && self.waiting() == 0;
+        let idle = self.raw.is_idle() && self.requests_waiting() == 0;
         // Work done between two ticks leaves no trace in `idle`; a commit
         // does, and the followers learn it only from the next heartbeat, so
         // the idle count starts again: the quiet ticks before quiescing then
@@ -230,15 +230,11 @@ impl Group {
     /// flight (also those left from a leadership that ended), writes held
     /// through a transfer, linearizable reads.
     pub fn requests_waiting(&self) -> usize {
-        self.waiting()
-    }
-
-    fn waiting(&self) -> usize {
         self.proposals.len() + self.reads.len() + self.handover.as_ref().map_or(0, |h| h.writes.len() + h.asked.len())
     }
 
     pub fn propose(&mut self, command: Bytes, respond: Responder) {
-        if self.waiting() >= WAITING_REQUESTS_MAX {
+        if self.requests_waiting() >= WAITING_REQUESTS_MAX {
             return respond(Reply::Busy);
         }
         if !self.raw.raft.lead_transferee.is_none() {
@@ -265,7 +261,7 @@ impl Group {
     /// Hands the leadership to voter `to` for a client, and answers it when
     /// the transfer ends (see `Op::TransferLeader`).
     pub fn transfer_leadership(&mut self, to: u64, respond: Responder) {
-        if self.waiting() >= WAITING_REQUESTS_MAX {
+        if self.requests_waiting() >= WAITING_REQUESTS_MAX {
             return respond(Reply::Busy);
         }
         let raft = &self.raw.raft;
@@ -332,7 +328,7 @@ impl Group {
 
     /// A linearizable read (ReadIndex, or the leader lease when it holds).
     pub fn read(&mut self, op: ReadOp, respond: Responder) {
-        if self.waiting() >= WAITING_REQUESTS_MAX {
+        if self.requests_waiting() >= WAITING_REQUESTS_MAX {
             return respond(Reply::Busy);
         }
         let request_id = self.next_read_id;

@@ -161,6 +161,13 @@ impl TestCluster {
     pub fn busiest_node(&self) -> (u64, u64) {
         self.nodes.keys().map(|&id| (id, self.metrics(id).leaders)).max_by_key(|&(_, leads)| leads).expect("a node runs")
     }
+
+    /// Drains the node leading the most groups until it leads none; returns it.
+    pub fn drain_busiest_node(&self) -> u64 {
+        let (x, _) = self.busiest_node();
+        assert_eq!(self.nodes[&x].drain_and_wait(x, Duration::from_secs(20)), 0, "node {x} handed over every leadership");
+        x
+    }
 }
 
 pub fn expect_done(outcome: Outcome, what: &str) {
