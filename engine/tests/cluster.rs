@@ -819,6 +819,29 @@ fn an_undrained_node_gets_its_share_of_leaderships_back() {
     put_in_every_group(&mut client, groups, "k", 2, "a write in every group once balanced");
 }
 
+/// A drain kept on (the client's `Drain`) finds the leaderships that rested
+/// when it began and hands them over; once every group rests again its
+/// ticks visit only the awake groups, not all of them every tick.
+#[test]
+fn a_drain_kept_on_hands_over_resting_leaderships_then_visits_only_awake_groups() {
+    let groups = 120;
+    let c = TestCluster::start(groups, 2);
+    let mut client = c.client();
+    put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
+    let all_at_rest = || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups);
+    eventually(Duration::from_secs(10), "every group at rest", all_at_rest);
+    let x = c.drain_busiest_node();
+    eventually(Duration::from_secs(10), "every group at rest again", all_at_rest);
+    let visited_before = c.metrics(x).drain_groups_visited;
+    // 20 ticks of 50 ms, on each of 2 cores: a walk of every group each
+    // time would be 40 times the groups.
+    std::thread::sleep(Duration::from_secs(1));
+    let visited = c.metrics(x).drain_groups_visited - visited_before;
+    assert!(visited < groups, "node {x}'s drain ticks visited {visited} groups in a second while every group rested");
+    assert_eq!(c.metrics(x).leaders, 0, "node {x} took a leadership while it drained");
+    put_in_every_group(&mut client, groups, "k", 1, "a write in every group while node x drains");
+}
+
 /// A node drained and restarted leads nothing, and elections alone would
 /// never give it a share back: the others hand it leaderships until each
 /// leads about a third of the groups, and every group keeps taking writes.

@@ -46,6 +46,7 @@ pub struct CoreMetrics {
     pub draining: AtomicU64,
     /// Ticks at which this core handed leaderships over (`Cluster::drain`).
     pub drain_ticks: AtomicU64,
+    pub drain_groups_visited: AtomicU64,
     /// Ticks since this core told its client connections that the node is
     /// about to stop (`Cluster::close_clients_and_wait`), and the requests
     /// read from them still waiting for an answer at the last one.
@@ -122,6 +123,9 @@ pub struct MetricsSnapshot {
     /// (writes in flight, also those of leaderships handed over, and
     /// reads). 0 when the drain is complete.
     pub drain_unsettled: u64,
+    /// Group replicas the drain ticks visited: the awake ones, and the
+    /// resting ones only while one of them may lead.
+    pub drain_groups_visited: u64,
     /// Cores of the node that drain (as of each core's last tick): all of
     /// them from a drain's start (`Cluster::drain`, the client's `Drain`)
     /// to its end (`undrain`, `Undrain`), none otherwise.
@@ -174,6 +178,7 @@ impl MetricsSnapshot {
             s.leader_transfers_started += get(&m.leader_transfers_started);
             s.leaderships_without_transfer_target += get(&m.leaderships_without_transfer_target);
             s.drain_unsettled += get(&m.drain_unsettled);
+            s.drain_groups_visited += get(&m.drain_groups_visited);
             s.cores_draining += get(&m.draining);
             s.leaders_balanced += get(&m.leaders_balanced);
             s.quiesced_groups += get(&m.quiesced_groups);

@@ -652,31 +652,57 @@ impl Shard {
     /// counts what is left to settle: the groups it still leads, those
     /// whose leader it does not know, and the client requests still waiting
     /// on its groups.
+    ///
+    /// It visits the awake groups, and the resting ones only while one of
+    /// them may lead: a replica rests only once it has no request waiting
+    /// and, unless it leads, knows a leader that is up, and a request or a
+    /// message wakes it. So once the node leads nothing, a drain kept on
+    /// (the client's `Drain`) costs its ticks about what the awake groups
+    /// cost them anyway.
     fn hand_over_leaderships(&self, groups: &mut GroupTable<Group>, dirty: &mut Vec<u64>) {
-        let (live_peers, peers_draining) = (self.live_peers.borrow(), self.peers_draining.borrow());
-        let (mut started, mut no_target, mut unsettled) = (0u64, 0u64, 0u64);
-        for g in groups.values_mut() {
-            // A replica that knows no leader would send clients nowhere.
-            unsettled += g.requests_waiting() as u64 + u64::from(g.known_leader == 0);
-            if !g.is_leading() {
-                continue;
+        let mut walk = DrainWalk::default();
+        // Index by index: a wake-up pushes to the list, never removes.
+        let awake_count = self.awake.borrow().len();
+        for k in 0..awake_count {
+            let id = self.awake.borrow()[k];
+            if let Some(g) = groups.get_mut(id) {
+                self.hand_over(g, &mut walk, dirty);
             }
-            unsettled += 1;
-            self.wake_group(g);
-            match g.hand_over(|node| live_peers.contains(&node) && !peers_draining.contains(&node)) {
-                HandOver::Started => {
-                    started += 1;
-                    schedule_if_ready(g, dirty);
-                }
-                HandOver::NoTarget => no_target += 1,
-                HandOver::Underway => {}
+        }
+        if walk.leaders < self.metrics.leaders.load(Ordering::Relaxed) {
+            // Some leadership rests: those are visited (and woken) too.
+            for g in groups.values_mut().filter(|g| g.quiesced) {
+                self.hand_over(g, &mut walk, dirty);
             }
         }
         let m = &self.metrics;
-        m.leader_transfers_started.fetch_add(started, Ordering::Relaxed);
-        m.leaderships_without_transfer_target.store(no_target, Ordering::Relaxed);
-        m.drain_unsettled.store(unsettled, Ordering::Relaxed);
+        m.drain_groups_visited.fetch_add(walk.visited, Ordering::Relaxed);
+        m.leader_transfers_started.fetch_add(walk.started, Ordering::Relaxed);
+        m.leaderships_without_transfer_target.store(walk.no_target, Ordering::Relaxed);
+        m.drain_unsettled.store(walk.unsettled, Ordering::Relaxed);
         m.drain_ticks.fetch_add(1, Ordering::Release);
+    }
+
+    /// One group's part of a drain tick (`hand_over_leaderships`).
+    fn hand_over(&self, g: &mut Group, walk: &mut DrainWalk, dirty: &mut Vec<u64>) {
+        walk.visited += 1;
+        // A replica that knows no leader would send clients nowhere.
+        walk.unsettled += g.requests_waiting() as u64 + u64::from(g.known_leader == 0);
+        if !g.is_leading() {
+            return;
+        }
+        walk.leaders += 1;
+        walk.unsettled += 1;
+        self.wake_group(g);
+        let (live_peers, peers_draining) = (self.live_peers.borrow(), self.peers_draining.borrow());
+        match g.hand_over(|node| live_peers.contains(&node) && !peers_draining.contains(&node)) {
+            HandOver::Started => {
+                walk.started += 1;
+                schedule_if_ready(g, dirty);
+            }
+            HandOver::NoTarget => walk.no_target += 1,
+            HandOver::Underway => {}
+        }
     }
 
     /// Records that `g`'s replica here now knows `leader` as its leader.
@@ -962,6 +988,16 @@ impl Shard {
             }
         }
     }
+}
+
+/// What one drain tick found (`Shard::hand_over_leaderships`).
+#[derive(Default)]
+struct DrainWalk {
+    visited: u64,
+    leaders: u64,
+    started: u64,
+    no_target: u64,
+    unsettled: u64,
 }
 
 /// Puts `g` on the iteration's list of groups to take a ready from, if it
