@@ -106,7 +106,7 @@ impl PeerLink {
         SenderState { draining: self.draining.load(Ordering::Relaxed) }
     }
 
-    /// Queues one frame with `batch`; dropped when the peer is not connected
+    /// Queues the frame (or frames, `Encoder::encode`) with `batch`; dropped when the peer is not connected
     /// or too far behind.
     pub fn send(&self, batch: &[Envelope]) {
         if batch.is_empty() {
@@ -118,9 +118,9 @@ impl PeerLink {
             m.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.encoder.borrow_mut().encode(batch, self.sender_state(), &mut queue);
+        let frames = self.encoder.borrow_mut().encode(batch, self.sender_state(), &mut queue);
         self.sent_lately.set(true);
-        m.frames_sent.fetch_add(1, Ordering::Relaxed);
+        m.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
         let mut by_traffic = [0u64; Traffic::COUNT];
         for e in batch {
             by_traffic[e.msg.body.traffic() as usize] += 1;

@@ -20,6 +20,13 @@ pub use crate::framing::Decoded;
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
 /// Most messages in one frame.
 pub const FRAME_MESSAGES_MAX: usize = 1 << 20;
+/// A sender starts a new frame once the messages it holds reach about this
+/// many bytes. One message adds at most a snapshot chunk or an append of
+/// 16 MiB (raftcore's `SNAPSHOT_CHUNK_BYTES_MAX`, `APPEND_BYTES_MAX`), plus
+/// an entry's or a membership's overhead, so no frame reaches
+/// `FRAME_BYTES_MAX`.
+const FRAME_SPLIT_BYTES: usize = FRAME_BYTES_MAX / 2;
+const _: () = assert!(FRAME_SPLIT_BYTES as u64 + 2 * raftcore::limits::APPEND_BYTES_MAX <= FRAME_BYTES_MAX as u64);
 /// Most ids in one membership list carried by a snapshot.
 const CONF_IDS_MAX: usize = 1024;
 /// Bytes of the handshake.
@@ -147,6 +154,9 @@ struct WireBatch {
     messages: Vec<WireMessage>,
     entries: Vec<WireEntry>,
     data: Vec<u8>,
+    /// Ids in the membership lists of the snapshot chunks (not sent).
+    #[rkyv(with = rkyv::with::Skip)]
+    conf_ids: usize,
 }
 
 fn ids(list: &[NodeId]) -> Vec<u64> {
@@ -158,6 +168,15 @@ impl WireBatch {
         self.messages.clear();
         self.entries.clear();
         self.data.clear();
+        self.conf_ids = 0;
+    }
+
+    /// About the bytes of its archive (over, not under).
+    fn body_bytes_estimate(&self) -> usize {
+        use std::mem::size_of;
+        let fixed = size_of::<ArchivedWireBatch>() + 64;
+        let message = size_of::<ArchivedWireMessage>() + size_of::<ArchivedWireConf>() + 16;
+        fixed + self.messages.len() * message + self.entries.len() * size_of::<ArchivedWireEntry>() + self.data.len() + self.conf_ids * 8
     }
 
     /// Bytes its vectors hold, used or not.
@@ -195,6 +214,7 @@ impl WireBatch {
             &MessageBody::HeartbeatResponse { round } => WireBody::HeartbeatResponse { round },
             MessageBody::SnapshotChunk { meta, offset, data, last } => {
                 let cs = &meta.conf_state;
+                self.conf_ids += cs.voters.len() + cs.voters_outgoing.len() + cs.learners.len() + cs.learners_next.len();
                 let conf = Box::new(WireConf {
                     voters: ids(&cs.voters),
                     voters_outgoing: ids(&cs.voters_outgoing),
@@ -270,21 +290,40 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Appends one frame holding `batch` to `out`; the archive is written in
-    /// place behind the frame header, not built apart and copied.
-    pub fn encode(&mut self, batch: &[Envelope], sender: SenderState, out: &mut Vec<u8>) {
+    /// Appends the frames holding `batch` to `out` (one, unless the batch
+    /// would outgrow `FRAME_SPLIT_BYTES` or `FRAME_MESSAGES_MAX`: a peer
+    /// refuses a frame over `FRAME_BYTES_MAX`, and would refuse it again
+    /// after every reconnect); returns how many. An empty batch makes one
+    /// empty frame (a keepalive). Each archive is written in place behind
+    /// its frame header, not built apart and copied.
+    pub fn encode(&mut self, batch: &[Envelope], sender: SenderState, out: &mut Vec<u8>) -> usize {
         self.wire.clear();
-        self.wire.flags = sender.flags();
+        let mut frames = 0;
         for env in batch {
             self.wire.push(env);
+            if self.wire.body_bytes_estimate() >= FRAME_SPLIT_BYTES || self.wire.messages.len() >= FRAME_MESSAGES_MAX {
+                self.finish(sender, out);
+                frames += 1;
+            }
         }
+        if frames == 0 || !self.wire.messages.is_empty() {
+            self.finish(sender, out);
+            frames += 1;
+        }
+        if self.wire.capacity_bytes() > BUFFER_KEPT_BYTES_MAX {
+            self.wire = WireBatch::default();
+        }
+        frames
+    }
+
+    /// Appends one frame holding the messages pushed since the last one.
+    fn finish(&mut self, sender: SenderState, out: &mut Vec<u8>) {
+        self.wire.flags = sender.flags();
         let start = begin_frame(out);
         let body = FrameBody { out, body_start: start + framing::FRAME_HEADER_BYTES };
         rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.wire, body).expect("serializing into memory does not fail");
         finish_frame(out, start);
-        if self.wire.capacity_bytes() > BUFFER_KEPT_BYTES_MAX {
-            self.wire = WireBatch::default();
-        }
+        self.wire.clear();
     }
 }
 
@@ -495,6 +534,37 @@ mod tests {
             }
         }
         assert_eq!(at, buf.len());
+    }
+
+    /// A batch the receiver would refuse as one frame (snapshot chunks of
+    /// many groups, 80 MiB in all) leaves as several, each under
+    /// `FRAME_BYTES_MAX`, which decode to the same messages in order.
+    #[test]
+    fn a_batch_over_the_frame_limit_is_split_into_frames_a_peer_takes() {
+        let chunk = Bytes::from(vec![5u8; 1 << 20]);
+        let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2), NodeId(3)], ..Default::default() };
+        let meta = Box::new(SnapshotMeta { index: LogIndex(40), term: Term(3), conf_state });
+        let batch: Vec<Envelope> = (0..80u64)
+            .map(|g| {
+                let body = MessageBody::SnapshotChunk { meta: meta.clone(), offset: 0, data: chunk.clone(), last: false };
+                Envelope { group: g, msg: Message { from: NodeId(1), to: NodeId(2), term: Term(3), body } }
+            })
+            .collect();
+        let mut buf = Vec::new();
+        let frames = Encoder::default().encode(&batch, SenderState::default(), &mut buf);
+        assert!(frames >= 2, "{frames} frame for {} MiB", buf.len() >> 20);
+        let (mut decoder, mut at, mut got) = (Decoder::default(), 0, Vec::new());
+        for _ in 0..frames {
+            match decoder.decode(&buf[at..]).expect("a frame the peer takes") {
+                Decoded::Frame(frame, used) => {
+                    assert!(used <= FRAME_BYTES_MAX + framing::FRAME_HEADER_BYTES, "a frame of {used} bytes");
+                    got.extend(frame.envelopes);
+                    at += used;
+                }
+                Decoded::NeedMore => panic!("frame present"),
+            }
+        }
+        assert_eq!((at, got), (buf.len(), batch));
     }
 
     #[test]
