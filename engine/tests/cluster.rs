@@ -819,6 +819,46 @@ fn an_undrained_node_gets_its_share_of_leaderships_back() {
     put_in_every_group(&mut client, groups, "k", 2, "a write in every group once balanced");
 }
 
+/// The embedded API, from threads of the process that runs the nodes: a
+/// proposal at the leader is applied, a follower names the leader instead,
+/// reads are linearizable at the leader and at a follower and stale at any
+/// replica, requests for a group reach the core that owns it, and a node
+/// that stopped refuses at once what it never took.
+#[test]
+fn the_embedded_api_proposes_and_reads_without_a_socket() {
+    let groups = 8;
+    let mut c = TestCluster::start(groups, 2);
+    let mut client = c.client();
+    put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
+    let t = Duration::from_secs(10);
+    let handles: Vec<_> = (1..=3).map(|id| c.nodes[&id].node(id).expect("the node runs here")).collect();
+    assert!(c.nodes[&1].node(2).is_none(), "node 2 runs in another cluster handle");
+    for group in 1..=groups {
+        let put = Op::Put { key: Bytes::from_static(b"embedded"), value: value(group, 1) };
+        let answers: Vec<Outcome> = handles.iter().map(|h| h.propose(group, put.clone(), t)).collect();
+        let leader = 1 + answers.iter().position(|a| *a == Outcome::Ok(Reply::Done)).unwrap_or_else(|| panic!("group {group}: no node took the write: {answers:?}")) as u64;
+        for (id, answer) in (1..=3u64).zip(&answers).filter(|&(id, _)| id != leader) {
+            assert_eq!(*answer, Outcome::Ok(Reply::NotLeader { leader }), "group {group}: node {id} did not send the write to its leader");
+        }
+        let follower = &handles[(leader % 3) as usize];
+        for h in [&handles[leader as usize - 1], follower] {
+            let read = h.read(group, "embedded", Consistency::Linearizable, t);
+            assert_eq!(read, Outcome::Ok(Reply::Value(Some(value(group, 1)))), "group {group}: linearizable read at node {}", h.node_id());
+        }
+        // The follower above has applied it: a linearizable read waits for that.
+        assert_eq!(follower.read(group, "embedded", Consistency::Stale, t), Outcome::Ok(Reply::Value(Some(value(group, 1)))));
+    }
+    assert_eq!(handles[0].propose(groups + 1, Op::Delete { key: Bytes::from_static(b"k") }, t), Outcome::Ok(Reply::UnknownGroup));
+    assert!(matches!(handles[0].propose(1, Op::Get { key: Bytes::from_static(b"k"), consistency: Consistency::Stale }, t), Outcome::Failed(_)), "propose takes writes only");
+    match handles[2].call(1, Op::Metrics, t) {
+        Outcome::Ok(Reply::Value(Some(json))) => assert!(String::from_utf8_lossy(&json).contains("\"leaders\""), "{json:?}"),
+        other => panic!("metrics: {other:?}"),
+    }
+    c.kill(3);
+    let refused = handles[2].propose(1, Op::Put { key: Bytes::from_static(b"late"), value: value(1, 2) }, t);
+    assert!(matches!(refused, Outcome::Failed(ref why) if why.contains("stopped")), "a stopped node's handle: {refused:?}");
+}
+
 /// A drain kept on (the client's `Drain`) finds the leaderships that rested
 /// when it began and hands them over; once every group rests again its
 /// ticks visit only the awake groups, not all of them every tick.

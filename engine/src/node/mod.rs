@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod drain;
+pub mod embedded;
 pub mod forward;
 pub mod group;
 pub mod id_map;
@@ -45,6 +46,9 @@ pub const PEER_PROTOCOL_VERSION: u16 = 2;
 /// What the outside world holds of one running shard.
 struct ShardControl {
     node: u64,
+    core: u32,
+    /// The embedded API's way in.
+    door: embedded::Door,
     stop: Arc<AtomicBool>,
     switches: NodeSwitches,
     metrics: Arc<CoreMetrics>,
@@ -77,6 +81,7 @@ struct ShardPlan {
     /// Every core's counters of the node, by core (this one's among them).
     node_metrics: Vec<Arc<CoreMetrics>>,
     mesh: forward::MeshEnds,
+    inbox: embedded::Inbox,
 }
 
 impl Cluster {
@@ -115,8 +120,9 @@ impl Cluster {
                 }
                 let stop = Arc::new(AtomicBool::new(false));
                 let metrics = node_metrics[core as usize].clone();
-                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), switches: switches.clone(), node_metrics: node_metrics.clone(), mesh: ends });
-                shards.push(ShardControl { node: cfg.node_id, stop, switches: switches.clone(), metrics });
+                let (door, inbox) = embedded::inbox();
+                plans[index].shards.push(ShardPlan { cfg: cfg.clone(), core, stop: stop.clone(), switches: switches.clone(), node_metrics: node_metrics.clone(), mesh: ends, inbox });
+                shards.push(ShardControl { node: cfg.node_id, core, door, stop, switches: switches.clone(), metrics });
             }
         }
         let (addr_tx, addr_rx) = mpsc::channel::<anyhow::Result<(u64, u32, SocketAddr)>>();
@@ -148,6 +154,15 @@ impl Cluster {
     /// Client addresses of `node`'s cores, in core order.
     pub fn client_addrs(&self, node: u64) -> Vec<SocketAddr> {
         self.client_addrs.iter().find(|(n, _)| *n == node).map(|(_, a)| a.clone()).unwrap_or_default()
+    }
+
+    /// The embedded API of `node` (`None`: this cluster does not run it):
+    /// proposals, linearizable and stale reads, and every other request of
+    /// the client protocol, from any thread, without a socket.
+    pub fn node(&self, node: u64) -> Option<embedded::NodeHandle> {
+        let mut cores: Vec<(u32, embedded::Door)> = self.shards.iter().filter(|s| s.node == node).map(|s| (s.core, s.door.clone())).collect();
+        cores.sort_by_key(|c| c.0);
+        (!cores.is_empty()).then(|| embedded::NodeHandle::new(node, cores.into_iter().map(|c| c.1).collect()))
     }
 
     /// Counters summed over every node this cluster runs.
@@ -302,7 +317,7 @@ fn spawn_executor(plan: ExecutorPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64,
 /// Opens, serves and finally stops one shard; reports its client address
 /// (or why it could not start) through `addr_tx`.
 async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u32, SocketAddr)>>) -> anyhow::Result<()> {
-    let ShardPlan { cfg, core, stop, switches, node_metrics, mesh } = plan;
+    let ShardPlan { cfg, core, stop, switches, node_metrics, mesh, inbox } = plan;
     let drain = switches.drain.clone();
     let node = cfg.node_id;
     let tasks = TaskSet::default();
@@ -316,6 +331,14 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
     };
     let _ = addr_tx.send(Ok((node, core, client_addr)));
     drop(addr_tx);
+    let weak = Rc::downgrade(&shard);
+    tasks.spawn(async move {
+        while let Some(call) = inbox.recv().await {
+            let Some(shard) = weak.upgrade() else { return };
+            let embedded::Call { group, op, reply } = call;
+            shard.request(crate::client::proto::Request { id: 0, group, op }, Box::new(move |r| drop(reply.send(r))));
+        }
+    });
     let tick = shard.tick();
     let ticker = shard.clone();
     tasks.spawn(async move {

@@ -1,0 +1,158 @@
+//! The embedded API: requests from any thread of the process to a node that
+//! the process runs (`Cluster::node`), served as the client port serves
+//! them, without a socket or a codec. Each core of a node has an inbox (a
+//! bounded crossbeam channel, drained by a task of that core's executor); a
+//! request goes straight to the core that owns its group.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crossbeam::channel::{self, RecvTimeoutError, TryRecvError, TrySendError};
+
+use super::config::core_of;
+use crate::client::proto::{Consistency, Op, Reply};
+use crate::client::Outcome;
+
+/// Requests waiting in one core's inbox; past it a call is refused `Busy`.
+pub const INBOX_CAPACITY: usize = 16_384;
+
+/// One request and where its answer goes.
+pub struct Call {
+    pub group: u64,
+    pub op: Op,
+    pub reply: channel::Sender<Reply>,
+}
+
+/// The waker of the task that drains an inbox, set while it waits.
+type WakerSlot = Arc<Mutex<Option<Waker>>>;
+
+/// Why a call did not reach its core.
+enum Refused {
+    Full,
+    Stopped,
+}
+
+/// The sending end of one core's inbox: any thread may hold it.
+#[derive(Clone)]
+pub struct Door {
+    tx: channel::Sender<Call>,
+    waiting: WakerSlot,
+}
+
+/// The receiving end of one core's inbox, drained on its executor.
+pub struct Inbox {
+    rx: channel::Receiver<Call>,
+    waiting: WakerSlot,
+}
+
+/// A new inbox for one core and its door.
+pub fn inbox() -> (Door, Inbox) {
+    let (tx, rx) = channel::bounded(INBOX_CAPACITY);
+    let waiting = WakerSlot::default();
+    (Door { tx, waiting: waiting.clone() }, Inbox { rx, waiting })
+}
+
+impl Door {
+    /// Queues `call`; refused (and dropped) when the inbox is full or its
+    /// core is gone.
+    fn send(&self, call: Call) -> Result<(), Refused> {
+        self.tx.try_send(call).map_err(|e| match e {
+            TrySendError::Full(_) => Refused::Full,
+            TrySendError::Disconnected(_) => Refused::Stopped,
+        })?;
+        // A glommio waker may be woken from any thread: its executor is
+        // notified and runs the task.
+        let waker = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Inbox {
+    /// The next request; `None` once every door is gone.
+    pub async fn recv(&self) -> Option<Call> {
+        poll_fn(|cx| {
+            for attempt in 0..2 {
+                match self.rx.try_recv() {
+                    Ok(call) => return Poll::Ready(Some(call)),
+                    Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+                    Err(TryRecvError::Empty) if attempt == 0 => {
+                        // Set before looking again: a request sent in
+                        // between finds the waker, or is seen below.
+                        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+                    }
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A node this process runs, as the embedded API reaches it. Cheap to
+/// clone; any thread may use it.
+#[derive(Clone)]
+pub struct NodeHandle {
+    node: u64,
+    /// By core.
+    doors: Vec<Door>,
+}
+
+impl NodeHandle {
+    pub(super) fn new(node: u64, doors: Vec<Door>) -> NodeHandle {
+        NodeHandle { node, doors }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node
+    }
+
+    /// Runs `op` on `group` at this node and waits up to `timeout` for its
+    /// answer: `Ok` with the reply the client port would send (`NotLeader`
+    /// names the leader, if this replica knows it: the caller goes there,
+    /// by its own handle or a `Client`), except that a replica's `Unknown`
+    /// is `Outcome::Unknown`. A write unanswered in time, or whose node
+    /// stopped with it taken, is `Unknown` too: it may yet be applied. A
+    /// request the node never took (it stopped, or its inbox is full:
+    /// `Ok(Busy)`), or a read unanswered in time, is `Failed`.
+    pub fn call(&self, group: u64, op: Op, timeout: Duration) -> Outcome {
+        let write = op.is_write();
+        let door = &self.doors[core_of(group, self.doors.len() as u32) as usize];
+        let (tx, rx) = channel::bounded(1);
+        match door.send(Call { group, op, reply: tx }) {
+            Ok(()) => {}
+            Err(Refused::Full) => return Outcome::Ok(Reply::Busy),
+            Err(Refused::Stopped) => return Outcome::Failed(format!("node {} is stopped", self.node)),
+        }
+        let unanswered = |why: String| if write { Outcome::Unknown(why) } else { Outcome::Failed(why) };
+        match rx.recv_timeout(timeout) {
+            Ok(Reply::Unknown) => Outcome::Unknown(format!("node {} cannot tell whether the write to group {group} was applied", self.node)),
+            Ok(reply) => Outcome::Ok(reply),
+            Err(RecvTimeoutError::Timeout) => unanswered(format!("node {} gave no answer within {timeout:?}", self.node)),
+            Err(RecvTimeoutError::Disconnected) => unanswered(format!("node {} stopped before it answered", self.node)),
+        }
+    }
+
+    /// Proposes a write (`Put`, `Delete` or `Cas`) to `group`, which this
+    /// node must lead: `Ok(Done)` (or `CasFailed`) once it is committed and
+    /// applied here.
+    pub fn propose(&self, group: u64, write: Op, timeout: Duration) -> Outcome {
+        if !write.is_write() {
+            return Outcome::Failed(format!("propose takes a write, not {write:?}"));
+        }
+        self.call(group, write, timeout)
+    }
+
+    /// Reads `key` of `group`: linearizable (at the leader under its lease
+    /// or after a ReadIndex round; at a follower that knows its leader,
+    /// once it has applied the index the leader confirmed) or stale (what
+    /// this replica has applied).
+    pub fn read(&self, group: u64, key: impl Into<bytes::Bytes>, consistency: Consistency, timeout: Duration) -> Outcome {
+        self.call(group, Op::Get { key: key.into(), consistency }, timeout)
+    }
+}
