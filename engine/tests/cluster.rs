@@ -374,6 +374,35 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
     expect_done(client.delete_group(1001), "deleting a deleted group on idle cores");
 }
 
+/// Creations and deletions reach a node that missed them. A group created
+/// while node 3 was down is created there when its leader first writes to
+/// it after the restart, and catches up; one deleted meanwhile is deleted
+/// there once its replica's first message is answered that way; one
+/// deleted through node 1 alone is deleted by the others when node 1's
+/// next frames tell them. A deleted group's id is refused for good.
+#[test]
+fn group_creations_and_deletions_reach_a_node_that_missed_them() {
+    let mut c = TestCluster::start(4, 2);
+    let mut client = c.client();
+    expect_done(client.create_group(900), "create");
+    expect_done(client.put(900, "k", value(900, 1)), "a write to the new group");
+    c.kill(3);
+    let mut client = c.client();
+    expect_done(client.create_group(901), "a create that nodes 1 and 2 take, a majority");
+    expect_done(client.put(901, "k", value(901, 1)), "a write to it without node 3");
+    expect_done(client.delete_group(900), "a delete that nodes 1 and 2 take");
+    c.restart(3);
+    eventually(Duration::from_secs(20), "node 3 has group 901 and its write", || stale_get(&c, 3, 901, "k") == Outcome::Ok(Reply::Value(Some(value(901, 1)))));
+    assert!(c.metrics(3).groups_created_by_peers >= 1, "{:?}", c.metrics(3));
+    let gone = |c: &TestCluster, node: u64, group: u64| matches!(stale_get(c, node, group, "k"), Outcome::Failed(why) if why.contains("does not exist"));
+    eventually(Duration::from_secs(20), "node 3 deletes group 900", || gone(&c, 3, 900));
+    expect_done(c.client_of(1).delete_group(901), "a delete through node 1 alone");
+    eventually(Duration::from_secs(10), "nodes 2 and 3 delete group 901", || gone(&c, 2, 901) && gone(&c, 3, 901));
+    let again = client.create_group(900);
+    assert!(matches!(&again, Outcome::Failed(why) if why.contains("not used again")), "{again:?}");
+    expect_done(client.put(1, "k", "v"), "the other groups serve");
+}
+
 /// Segment files in every core's WAL of node `id`.
 fn wal_segments(c: &TestCluster, id: u64) -> usize {
     let node_dir = c.dir.path().join(format!("node-{id}"));

@@ -286,13 +286,19 @@ impl Client {
         outcome
     }
 
-    /// Creates `group` on every node of the map (idempotent): `Ok(Done)` once
-    /// every node has it durably.
+    /// Creates `group` on every node of the map (idempotent; a deleted
+    /// group's id is refused). `Ok(Done)` once a majority of the nodes has
+    /// it durably: a node that was down, or that the request did not reach,
+    /// creates it when the group's leader or a candidate first writes to it.
+    /// `Unknown` when fewer answered (those that did pass it on while they
+    /// live), `Failed` when none did.
     pub fn create_group(&mut self, group: u64) -> Outcome {
         self.on_every_node(group, Op::CreateGroup)
     }
 
-    /// Deletes `group` and its data on every node of the map (idempotent).
+    /// Deletes `group` and its data on every node of the map, for good
+    /// (idempotent; its id is not used again). Answered as `create_group`:
+    /// a node that misses the request is told by those that did not.
     pub fn delete_group(&mut self, group: u64) -> Outcome {
         self.leaders.remove(&group);
         self.on_every_node(group, Op::DeleteGroup)
@@ -320,21 +326,29 @@ impl Client {
         Ok(reply)
     }
 
+    /// Asks every node of the map (see `create_group`): `Ok(Done)` once a
+    /// majority did it, `Unknown` when fewer did, `Failed` when none did.
     fn on_every_node(&mut self, group: u64, op: Op) -> Outcome {
         let core = core_of(group, self.map.cores());
         let nodes: Vec<u64> = self.map.nodes.keys().copied().collect();
-        for node in nodes {
-            let reply = self.round_trip(node, core, group, op.clone());
-            match reply {
-                Ok(Reply::Done) => {}
-                Ok(other) => return Outcome::Failed(format!("node {node}: {other:?}")),
+        let (mut done, mut refusals) = (Vec::new(), Vec::new());
+        for &node in &nodes {
+            match self.round_trip(node, core, group, op.clone()) {
+                Ok(Reply::Done) => done.push(node),
+                Ok(other) => refusals.push(format!("node {node}: {other:?}")),
                 Err(e) => {
                     self.conns.remove(&(node, core));
-                    return Outcome::Failed(format!("node {node}: {e}"));
+                    refusals.push(format!("node {node}: {e}"));
                 }
             }
         }
-        Outcome::Ok(Reply::Done)
+        if done.len() > nodes.len() / 2 {
+            Outcome::Ok(Reply::Done)
+        } else if done.is_empty() {
+            Outcome::Failed(refusals.join("; "))
+        } else {
+            Outcome::Unknown(format!("only nodes {done:?} did it ({}); they pass it on to the others while they live", refusals.join("; ")))
+        }
     }
 
     fn pick_node(&mut self, group: u64) -> u64 {

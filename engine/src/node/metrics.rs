@@ -35,6 +35,7 @@ pub struct CoreMetrics {
     pub client_connections_refused: AtomicU64,
     pub groups_created: AtomicU64,
     pub groups_deleted: AtomicU64,
+    pub groups_created_by_peers: AtomicU64,
     pub groups_set_aside: AtomicU64,
     pub requests_forwarded: AtomicU64,
     pub leaders: AtomicU64,
@@ -102,6 +103,10 @@ pub struct MetricsSnapshot {
     pub client_connections_refused: u64,
     pub groups_created: u64,
     pub groups_deleted: u64,
+    /// Groups created here because a peer's leader or candidate sent a
+    /// message for one this node lacked (created while it was down, or
+    /// before the client's request reached it); in `groups_created` too.
+    pub groups_created_by_peers: u64,
     /// Groups taken out of service because their leader's snapshot did not
     /// restore; their data stays, and a restart tries them again.
     pub groups_set_aside: u64,
@@ -171,6 +176,7 @@ impl MetricsSnapshot {
             s.client_requests += get(&m.client_requests);
             s.groups_created += get(&m.groups_created);
             s.groups_deleted += get(&m.groups_deleted);
+            s.groups_created_by_peers += get(&m.groups_created_by_peers);
             s.groups_set_aside += get(&m.groups_set_aside);
             s.requests_forwarded += get(&m.requests_forwarded);
             s.leaders += get(&m.leaders);

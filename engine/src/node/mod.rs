@@ -14,6 +14,7 @@ mod recover;
 pub mod shard;
 pub mod snapshot_file;
 mod snapshot_writer;
+pub mod tombstones;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -41,7 +42,7 @@ const _: () = assert!(raftcore::limits::LOG_INDEX_MAX <= crate::wal::limits::LOG
 /// io_memory registered per executor (memlock is small on many machines).
 const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
 /// Version of the peer protocol, checked in every handshake.
-pub const PEER_PROTOCOL_VERSION: u16 = 2;
+pub const PEER_PROTOCOL_VERSION: u16 = 3;
 
 /// What the outside world holds of one running shard.
 struct ShardControl {
@@ -404,7 +405,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
     let deliver = Rc::new(move |from: u64, inbound: peer::Inbound| {
         if let Some(shard) = weak.upgrade() {
             shard.push(match inbound {
-                peer::Inbound::Batch(frame) => Event::Peer { from, batch: frame.envelopes, draining: frame.sender.draining },
+                peer::Inbound::Batch(frame) => Event::Peer { from, batch: frame.envelopes, draining: frame.sender.draining, deleted_groups: frame.deleted_groups },
                 peer::Inbound::Lost => Event::PeerLost { node: from },
             });
         }

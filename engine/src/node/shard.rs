@@ -23,6 +23,7 @@ use super::drain::{DrainEnd, DrainWatch, NodeSwitches, DRAIN_POLL_INTERVAL, DRAI
 use super::metrics::{CoreMetrics, MetricsSnapshot};
 use super::recover::recover_groups;
 use super::snapshot_file::SnapshotDir;
+use super::tombstones::Tombstones;
 use super::snapshot_writer::{SaveJob, Saved, SnapshotWriter};
 use super::NodeConfig;
 use crate::client::proto::{Consistency, Op, Reply, Request};
@@ -30,7 +31,7 @@ use crate::client::server::ClientConns;
 use crate::kv::{KvCommand, KvStore, StateMachine};
 use crate::signal::Signal;
 use crate::transport::peer::PeerLink;
-use crate::transport::wire::Envelope;
+use crate::transport::wire::{Envelope, FRAME_DELETED_GROUPS_MAX};
 use crate::wal::{self, Batch, DmaIo, RecordSeq, Wal};
 
 /// Bytes of segment images a core keeps from the scan that opens its WAL,
@@ -46,8 +47,9 @@ pub const QUIESCE_AFTER_TICKS: u32 = 4;
 /// Something that happened to this core.
 pub enum Event {
     /// Messages from core `core` of node `from` (this core's peer).
-    /// A frame of a peer: its messages, and whether that node drains.
-    Peer { from: u64, batch: Vec<Envelope>, draining: bool },
+    /// A frame of a peer: its messages, whether that node drains, and the
+    /// groups it tells us it deleted.
+    Peer { from: u64, batch: Vec<Envelope>, draining: bool, deleted_groups: Vec<u64> },
     Client { group: u64, op: Op, respond: Responder },
     Tick,
     /// The connection from this core's peer on node `node` ended.
@@ -149,6 +151,11 @@ pub struct Shard {
     /// Longest command a client may propose: its entry alone stays within a
     /// split record.
     entry_bytes_max: usize,
+    /// The groups this core deleted, for good.
+    tombstones: RefCell<Tombstones>,
+    /// (peer, group): peers to tell, with their next frame, that this core
+    /// deleted a group (a deletion here, or a message for a deleted group).
+    deletion_notices: RefCell<Vec<(u64, u64)>>,
 }
 
 /// Messages for each peer, gathered over one iteration.
@@ -174,13 +181,40 @@ impl Outbox {
         }
     }
 
-    fn flush(&mut self, peers: &HashMap<u64, Rc<PeerLink>>) {
+    /// Sends each peer its messages in one frame, with the groups deleted
+    /// here that it is to be told of (`notices`: (peer, group); those over
+    /// a frame's limit wait for the next flush).
+    fn flush(&mut self, peers: &HashMap<u64, Rc<PeerLink>>, notices: &mut Vec<(u64, u64)>) {
+        let mut deleted = Vec::new();
+        if !notices.is_empty() {
+            notices.sort_unstable();
+            notices.dedup();
+            for &(node, _) in notices.iter() {
+                if !self.by_peer.iter().any(|(n, _)| *n == node) {
+                    self.by_peer.push((node, Vec::new()));
+                }
+            }
+        }
         for (node, batch) in self.by_peer.iter_mut() {
+            deleted.clear();
+            if !notices.is_empty() {
+                let mut told = 0;
+                notices.retain(|&(to, group)| {
+                    let now = to == *node && told < FRAME_DELETED_GROUPS_MAX;
+                    if now {
+                        deleted.push(group);
+                        told += 1;
+                    }
+                    !now
+                });
+            }
             if let Some(link) = peers.get(node) {
-                link.send(batch);
+                link.send(batch, &deleted);
             }
             batch.clear();
         }
+        // Notices for nodes that are not peers go nowhere.
+        notices.retain(|(to, _)| peers.contains_key(to));
     }
 }
 
@@ -220,6 +254,18 @@ impl Shard {
         // configured groups are created once, on the very first start.
         let mut ids: std::collections::BTreeSet<u64> = wal.groups().into_iter().map(|g| g.0).collect();
         ids.extend(snapshots.groups()?);
+        // A deletion is recorded before its WAL record is written: one cut
+        // short by a crash is finished now.
+        let tombstones = Tombstones::open(&dir)?;
+        let mut unfinished = Batch::new();
+        for &id in ids.iter().filter(|&&id| tombstones.contains(id)) {
+            unfinished.remove_group(wal::GroupId(id));
+            snapshots.remove(id)?;
+        }
+        if !unfinished.is_empty() {
+            wal.append(&unfinished).await.map_err(wal_error)?;
+        }
+        ids.retain(|&id| !tombstones.contains(id));
         let initialized = dir.join("initialized");
         if !initialized.exists() {
             let mut batch = Batch::new();
@@ -267,6 +313,8 @@ impl Shard {
             switches,
             client_conns: ClientConns::default(),
             entry_bytes_max: entry_bytes_max(record_split_bytes),
+            tombstones: RefCell::new(tombstones),
+            deletion_notices: RefCell::default(),
         })
     }
 
@@ -440,7 +488,7 @@ impl Shard {
                     self.set_aside(&mut groups, id);
                 }
             }
-            outbox.flush(&self.peers);
+            outbox.flush(&self.peers, &mut self.deletion_notices.borrow_mut());
             self.metrics.readies.fetch_add(readies_taken, Ordering::Relaxed);
             // Admin answers with nothing to write (deleting a group this
             // core does not have) settle like the rest, not only once some
@@ -462,7 +510,7 @@ impl Shard {
                 let seq = self.wal.durable_seq();
                 unsettled.push_back(Unsettled { seq, readies, admin });
                 self.settle(seq, &mut unsettled, &mut outbox, &mut dirty);
-                outbox.flush(&self.peers);
+                outbox.flush(&self.peers, &mut self.deletion_notices.borrow_mut());
             }
         }
         for g in self.groups.borrow_mut().values_mut() {
@@ -515,7 +563,7 @@ impl Shard {
     fn handle(&self, event: Event, dirty: &mut Vec<u64>, batch: &mut Batch, admin: &mut Vec<Responder>) {
         let mut groups = self.groups.borrow_mut();
         match event {
-            Event::Peer { from, batch, draining } => {
+            Event::Peer { from, batch: envelopes, draining, deleted_groups } => {
                 self.live_peers.borrow_mut().insert(from);
                 let mut peers_draining = self.peers_draining.borrow_mut();
                 if draining {
@@ -524,8 +572,13 @@ impl Shard {
                     peers_draining.remove(&from);
                 }
                 drop(peers_draining);
-                groups.prefetch_start(Visit::Step, |k| batch.get(k).map(|e| e.group));
-                let mut envs = batch.into_iter();
+                for id in deleted_groups.into_iter().filter(|&id| self.cfg.core_of(id) == self.core) {
+                    if let Err(e) = self.delete_group(&mut groups, batch, id) {
+                        tracing::error!("core {}: node {from} deleted group {id}, but recording that here failed ({e}); the group stays", self.core);
+                    }
+                }
+                groups.prefetch_start(Visit::Step, |k| envelopes.get(k).map(|e| e.group));
+                let mut envs = envelopes.into_iter();
                 while let Some(env) = envs.next() {
                     // What follows `env`: `as_slice()[0]` is one place after it.
                     groups.prefetch_ahead(Visit::Step, |k| envs.as_slice().get(k - 1).map(|e| e.group));
@@ -541,9 +594,7 @@ impl Shard {
                             g.raw.step(env.msg);
                             schedule_if_ready(g, dirty);
                         }
-                        None => {
-                            self.metrics.unknown_group_messages.fetch_add(1, Ordering::Relaxed);
-                        }
+                        None => self.on_unknown_group_message(&mut groups, batch, dirty, from, env),
                     }
                 }
             }
@@ -554,29 +605,24 @@ impl Shard {
                 if group == 0 || groups.contains_key(group) {
                     return respond(if group == 0 { Reply::Error("group 0 is reserved".into()) } else { Reply::Done });
                 }
-                let voters = self.cfg.voters();
-                let storage = MemStorage::new(ConfState { voters: voters.clone(), ..Default::default() });
-                match RawNode::new_shared(self.raft_cfg.clone(), group, storage) {
-                    Ok(raw) => {
-                        groups.insert(group, Box::new(Group::new(group, raw, KvStore::new())));
-                        self.awake.borrow_mut().push(group);
-                        batch.set_hard_state(wal::GroupId(group), bootstrap_hard_state(&voters));
-                        self.metrics.groups_created.fetch_add(1, Ordering::Relaxed);
-                        admin.push(respond);
-                    }
-                    Err(e) => respond(Reply::Error(format!("creating group {group}: {e}"))),
+                if self.tombstones.borrow().contains(group) {
+                    return respond(Reply::Error(format!("group {group} was deleted; a deleted group's id is not used again")));
+                }
+                match self.create_group(&mut groups, batch, group) {
+                    Ok(()) => admin.push(respond),
+                    Err(e) => respond(Reply::Error(e)),
                 }
             }
-            Event::Client { group, op: Op::DeleteGroup, respond } => {
-                if self.take_out(&mut groups, group) {
-                    batch.remove_group(wal::GroupId(group));
-                    if let Err(e) = self.snapshots.remove(group) {
-                        tracing::warn!("group {group}: {e}");
-                    }
-                    self.metrics.groups_deleted.fetch_add(1, Ordering::Relaxed);
+            Event::Client { group, op: Op::DeleteGroup, respond } => match self.delete_group(&mut groups, batch, group) {
+                Ok(()) => {
+                    // Peers that missed the request (or are down: then their
+                    // first message for it is answered so) delete it too.
+                    let mut notices = self.deletion_notices.borrow_mut();
+                    notices.extend(self.peers.keys().map(|&peer| (peer, group)));
+                    admin.push(respond);
                 }
-                admin.push(respond);
-            }
+                Err(e) => respond(Reply::Error(format!("group {group}: recording its deletion in {} failed ({e}); nothing was deleted", self.tombstones.borrow().path().display()))),
+            },
             Event::Client { group, op, respond } => match groups.get_mut(group) {
                 None => respond(Reply::UnknownGroup),
                 Some(g) => {
@@ -852,6 +898,63 @@ impl Shard {
         self.maybe_compact(g);
         self.split_if_full(batch, submitted)?;
         Ok(if awaited { Taken::AwaitsDurable(number, persisted_messages) } else { Taken::Done })
+    }
+
+    /// Creates group `id` on this core as every replica of it starts: all
+    /// the voters, an empty log (durable with `batch`).
+    fn create_group(&self, groups: &mut GroupTable<Group>, batch: &mut Batch, id: u64) -> Result<(), String> {
+        let voters = self.cfg.voters();
+        let storage = MemStorage::new(ConfState { voters: voters.clone(), ..Default::default() });
+        let raw = RawNode::new_shared(self.raft_cfg.clone(), id, storage).map_err(|e| format!("creating group {id}: {e}"))?;
+        groups.insert(id, Box::new(Group::new(id, raw, KvStore::new())));
+        self.awake.borrow_mut().push(id);
+        batch.set_hard_state(wal::GroupId(id), bootstrap_hard_state(&voters));
+        self.metrics.groups_created.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes group `id` on this core for good: its tombstone first (an
+    /// error there deletes nothing), then the group, its WAL records (with
+    /// `batch`) and its snapshot. Deleting a group this core lacks leaves
+    /// only the tombstone.
+    fn delete_group(&self, groups: &mut GroupTable<Group>, batch: &mut Batch, id: u64) -> std::io::Result<()> {
+        self.tombstones.borrow_mut().add(id)?;
+        if self.take_out(groups, id) {
+            batch.remove_group(wal::GroupId(id));
+            if let Err(e) = self.snapshots.remove(id) {
+                tracing::warn!("group {id}: {e}");
+            }
+            self.metrics.groups_deleted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// A peer's message for a group this core does not have. If the group
+    /// was deleted here, the peer is told so (it deletes its replica too).
+    /// If a leader or a candidate sent it, the group was created while this
+    /// node was down or before a client's request reached it: it is created
+    /// here as it would have been then, and the message stepped.
+    fn on_unknown_group_message(&self, groups: &mut GroupTable<Group>, batch: &mut Batch, dirty: &mut Vec<u64>, from: u64, env: Envelope) {
+        use raftcore::MessageBody as B;
+        let id = env.group;
+        if self.tombstones.borrow().contains(id) {
+            self.deletion_notices.borrow_mut().push((from, id));
+            return;
+        }
+        let from_leader_or_candidate = matches!(env.msg.body, B::Append { .. } | B::Heartbeat { .. } | B::SnapshotChunk { .. } | B::RequestVote { .. });
+        // A group set aside here keeps its data for a restart: never created afresh.
+        if id == 0 || !from_leader_or_candidate || self.cfg.core_of(id) != self.core || self.set_aside_groups.borrow().contains(&id) {
+            self.metrics.unknown_group_messages.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.create_group(groups, batch, id) {
+            tracing::error!("core {}: node {from} has group {id}, which this node lacks, but creating it failed: {e}", self.core);
+            return;
+        }
+        self.metrics.groups_created_by_peers.fetch_add(1, Ordering::Relaxed);
+        let g = groups.get_mut(id).expect("just created");
+        g.raw.step(env.msg);
+        schedule_if_ready(g, dirty);
     }
 
     /// Takes group `id` out of service on this node, its other groups going

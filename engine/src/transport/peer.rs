@@ -106,10 +106,11 @@ impl PeerLink {
         SenderState { draining: self.draining.load(Ordering::Relaxed) }
     }
 
-    /// Queues the frame (or frames, `Encoder::encode`) with `batch`; dropped when the peer is not connected
-    /// or too far behind.
-    pub fn send(&self, batch: &[Envelope]) {
-        if batch.is_empty() {
+    /// Queues the frame (or frames, `Encoder::encode`) with `batch` and
+    /// the groups deleted here that the peer is to be told of; dropped
+    /// when the peer is not connected or too far behind.
+    pub fn send(&self, batch: &[Envelope], deleted_groups: &[u64]) {
+        if batch.is_empty() && deleted_groups.is_empty() {
             return;
         }
         let mut queue = self.queue.borrow_mut();
@@ -118,7 +119,7 @@ impl PeerLink {
             m.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let frames = self.encoder.borrow_mut().encode(batch, self.sender_state(), &mut queue);
+        let frames = self.encoder.borrow_mut().encode(batch, deleted_groups, self.sender_state(), &mut queue);
         self.sent_lately.set(true);
         m.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
         let mut by_traffic = [0u64; Traffic::COUNT];
@@ -126,7 +127,7 @@ impl PeerLink {
             by_traffic[e.msg.body.traffic() as usize] += 1;
         }
         let heartbeats = by_traffic[Traffic::Heartbeat as usize] + by_traffic[Traffic::HeartbeatAsking as usize] + by_traffic[Traffic::HeartbeatAnswer as usize];
-        if heartbeats == batch.len() as u64 {
+        if !batch.is_empty() && heartbeats == batch.len() as u64 {
             m.heartbeat_frames.fetch_add(1, Ordering::Relaxed);
         }
         for (counter, n) in m.messages_by_traffic.iter().zip(by_traffic) {
@@ -158,7 +159,7 @@ impl PeerLink {
             if !self.sent_lately.replace(false) && self.connected.get() {
                 let mut queue = self.queue.borrow_mut();
                 if queue.is_empty() {
-                    self.encoder.borrow_mut().encode(&[], self.sender_state(), &mut queue);
+                    self.encoder.borrow_mut().encode(&[], &[], self.sender_state(), &mut queue);
                     self.metrics.keepalive_frames.fetch_add(1, Ordering::Relaxed);
                     self.wake.notify();
                 }

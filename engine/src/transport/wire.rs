@@ -27,6 +27,8 @@ pub const FRAME_MESSAGES_MAX: usize = 1 << 20;
 /// `FRAME_BYTES_MAX`.
 const FRAME_SPLIT_BYTES: usize = FRAME_BYTES_MAX / 2;
 const _: () = assert!(FRAME_SPLIT_BYTES as u64 + 2 * raftcore::limits::APPEND_BYTES_MAX <= FRAME_BYTES_MAX as u64);
+/// Most deleted groups one frame tells of.
+pub const FRAME_DELETED_GROUPS_MAX: usize = 1 << 16;
 /// Most ids in one membership list carried by a snapshot.
 const CONF_IDS_MAX: usize = 1024;
 /// Bytes of the handshake.
@@ -62,6 +64,8 @@ pub enum WireError {
     Range { message: usize, what: &'static str },
     #[error("{0} messages in one frame exceed {FRAME_MESSAGES_MAX}")]
     TooManyMessages(usize),
+    #[error("{0} deleted groups in one frame exceed {FRAME_DELETED_GROUPS_MAX}")]
+    TooManyDeletedGroups(usize),
     #[error("message {message} (group {group}) is malformed: {why}")]
     Malformed { message: usize, group: u64, why: raftcore::Malformed },
 }
@@ -154,6 +158,9 @@ struct WireBatch {
     messages: Vec<WireMessage>,
     entries: Vec<WireEntry>,
     data: Vec<u8>,
+    /// Groups the sender has deleted, told to a peer that may still hold
+    /// them (`node::tombstones`).
+    deleted_groups: Vec<u64>,
     /// Ids in the membership lists of the snapshot chunks (not sent).
     #[rkyv(with = rkyv::with::Skip)]
     conf_ids: usize,
@@ -168,6 +175,7 @@ impl WireBatch {
         self.messages.clear();
         self.entries.clear();
         self.data.clear();
+        self.deleted_groups.clear();
         self.conf_ids = 0;
     }
 
@@ -176,7 +184,7 @@ impl WireBatch {
         use std::mem::size_of;
         let fixed = size_of::<ArchivedWireBatch>() + 64;
         let message = size_of::<ArchivedWireMessage>() + size_of::<ArchivedWireConf>() + 16;
-        fixed + self.messages.len() * message + self.entries.len() * size_of::<ArchivedWireEntry>() + self.data.len() + self.conf_ids * 8
+        fixed + self.messages.len() * message + self.entries.len() * size_of::<ArchivedWireEntry>() + self.data.len() + self.conf_ids * 8 + self.deleted_groups.len() * 8
     }
 
     /// Bytes its vectors hold, used or not.
@@ -266,12 +274,14 @@ impl SenderState {
 pub struct Frame {
     pub sender: SenderState,
     pub envelopes: Vec<Envelope>,
+    /// Groups the sender has deleted (see `Encoder::encode`).
+    pub deleted_groups: Vec<u64>,
 }
 
 /// Appends one frame holding `batch` (from a node that does not drain) to
 /// `out`. A link that sends many frames keeps an `Encoder` instead.
 pub fn encode_batch(batch: &[Envelope], out: &mut Vec<u8>) {
-    Encoder::default().encode(batch, SenderState::default(), out);
+    Encoder::default().encode(batch, &[], SenderState::default(), out);
 }
 
 /// Decodes the first frame in `buf`: its messages and the bytes it used. A
@@ -293,11 +303,15 @@ impl Encoder {
     /// Appends the frames holding `batch` to `out` (one, unless the batch
     /// would outgrow `FRAME_SPLIT_BYTES` or `FRAME_MESSAGES_MAX`: a peer
     /// refuses a frame over `FRAME_BYTES_MAX`, and would refuse it again
-    /// after every reconnect); returns how many. An empty batch makes one
-    /// empty frame (a keepalive). Each archive is written in place behind
-    /// its frame header, not built apart and copied.
-    pub fn encode(&mut self, batch: &[Envelope], sender: SenderState, out: &mut Vec<u8>) -> usize {
+    /// after every reconnect); returns how many. The first also tells of
+    /// `deleted_groups` (at most `FRAME_DELETED_GROUPS_MAX`). An empty
+    /// batch makes one frame without messages (a keepalive). Each archive
+    /// is written in place behind its frame header, not built apart and
+    /// copied.
+    pub fn encode(&mut self, batch: &[Envelope], deleted_groups: &[u64], sender: SenderState, out: &mut Vec<u8>) -> usize {
+        assert!(deleted_groups.len() <= FRAME_DELETED_GROUPS_MAX, "{} deleted groups for one frame", deleted_groups.len());
         self.wire.clear();
+        self.wire.deleted_groups.extend_from_slice(deleted_groups);
         let mut frames = 0;
         for env in batch {
             self.wire.push(env);
@@ -367,10 +381,14 @@ impl Decoder {
         let archived = rkyv::access::<ArchivedWireBatch, rkyv::rancor::Error>(&self.aligned).map_err(|e| WireError::Structure(e.to_string()))?;
         let sender = SenderState::from_flags(archived.flags.to_native())?;
         let envelopes = to_envelopes(archived)?;
+        if archived.deleted_groups.len() > FRAME_DELETED_GROUPS_MAX {
+            return Err(WireError::TooManyDeletedGroups(archived.deleted_groups.len()));
+        }
+        let deleted_groups = archived.deleted_groups.iter().map(|g| g.to_native()).collect();
         if self.aligned.capacity() > BUFFER_KEPT_BYTES_MAX {
             self.aligned = AlignedVec::new();
         }
-        Ok(Decoded::Frame(Frame { sender, envelopes }, used))
+        Ok(Decoded::Frame(Frame { sender, envelopes, deleted_groups }, used))
     }
 }
 
@@ -517,17 +535,19 @@ mod tests {
         let big = vec![Envelope { group: 3, msg: Message { from: NodeId(1), to: NodeId(2), term: Term(7), body: append } }];
         // An empty batch is a link's keepalive.
         let frames = [sample()[1..].to_vec(), big.clone(), Vec::new(), sample(), sample()[..1].to_vec(), big, sample(), Vec::new()];
-        // The sender's state travels with every frame, keepalives too.
+        // The sender's state travels with every frame, keepalives too, and
+        // so do the groups it deleted.
         let sender = |i: usize| SenderState { draining: i % 3 == 1 };
+        let deleted = |i: usize| if i % 2 == 0 { vec![i as u64 + 1, u64::MAX] } else { Vec::new() };
         let (mut encoder, mut buf) = (Encoder::default(), Vec::new());
         for (i, f) in frames.iter().enumerate() {
-            encoder.encode(f, sender(i), &mut buf);
+            encoder.encode(f, &deleted(i), sender(i), &mut buf);
         }
         let (mut decoder, mut at) = (Decoder::default(), 0);
         for (i, f) in frames.iter().enumerate() {
             match decoder.decode(&buf[at..]).unwrap() {
                 Decoded::Frame(got, used) => {
-                    assert_eq!((&got.envelopes, got.sender), (f, sender(i)));
+                    assert_eq!((&got.envelopes, got.sender, &got.deleted_groups), (f, sender(i), &deleted(i)));
                     at += used;
                 }
                 Decoded::NeedMore => panic!("frame present"),
@@ -551,7 +571,7 @@ mod tests {
             })
             .collect();
         let mut buf = Vec::new();
-        let frames = Encoder::default().encode(&batch, SenderState::default(), &mut buf);
+        let frames = Encoder::default().encode(&batch, &[], SenderState::default(), &mut buf);
         assert!(frames >= 2, "{frames} frame for {} MiB", buf.len() >> 20);
         let (mut decoder, mut at, mut got) = (Decoder::default(), 0, Vec::new());
         for _ in 0..frames {
