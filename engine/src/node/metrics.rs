@@ -24,6 +24,7 @@ pub struct CoreMetrics {
     pub frames_received: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub peer_dials_refused: AtomicU64,
     pub peer_connections: AtomicU64,
     pub peers_silent: AtomicU64,
     pub unknown_group_messages: AtomicU64,
@@ -81,6 +82,10 @@ pub struct MetricsSnapshot {
     pub frames_received: u64,
     pub frames_dropped: u64,
     pub connections_refused: u64,
+    /// Dials of a peer that this node hung up on: the core that answered
+    /// was not the one configured (another node, cluster, protocol version
+    /// or core layout).
+    pub peer_dials_refused: u64,
     /// Inbound peer connections open now, handshakes in progress included
     /// (a gauge).
     pub peer_connections: u64,
@@ -166,6 +171,7 @@ impl MetricsSnapshot {
             s.frames_dropped += get(&m.frames_dropped);
             s.peer_connections += get(&m.peer_connections);
             s.connections_refused += get(&m.connections_refused);
+            s.peer_dials_refused += get(&m.peer_dials_refused);
             s.peers_silent += get(&m.peers_silent);
             s.unknown_group_messages += get(&m.unknown_group_messages);
             s.snapshots += get(&m.snapshots);

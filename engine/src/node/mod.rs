@@ -398,7 +398,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
     for link in shard.peers.values() {
         tasks.spawn(link.clone().run());
     }
-    let expect = peer::Expect { cluster_id: cfg.cluster_id, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
+    let expect = peer::Expect { node_id: node, cluster_id: cfg.cluster_id, core, cores: cfg.cores, version: PEER_PROTOCOL_VERSION };
     let peers = cfg.peers.clone();
     let is_peer: Rc<dyn Fn(u64) -> bool> = Rc::new(move |id| id != node && peers.contains_key(&id));
     let weak = Rc::downgrade(&shard);

@@ -6,7 +6,9 @@
 //! message for that peer from one loop iteration. Raft tolerates loss, so
 //! while a peer is unreachable its frames are dropped, never queued without
 //! bound. A bad handshake or frame closes that connection with a logged
-//! error; the node goes on.
+//! error; the node goes on. The handshake goes both ways: the accepting
+//! core answers with its own, and a dialler that reached another node,
+//! cluster, version or core than it dialled hangs up and tries again later.
 //!
 //! A peer can also fall silent without any connection closing: a network
 //! that drops every packet, a frozen host. So a link with nothing to send
@@ -193,10 +195,36 @@ impl PeerLink {
         let mut stream = TcpStream::connect_timeout(self.addr, DIAL_TIMEOUT).await.map_err(crate::io_error)?;
         stream.set_nodelay(true).map_err(crate::io_error)?;
         stream.set_write_timeout(Some(self.liveness.silence_timeout)).map_err(crate::io_error)?;
+        stream.set_read_timeout(Some(DIAL_TIMEOUT)).map_err(crate::io_error)?;
         let mut hello = Vec::new();
         wire::encode_handshake(&self.hello, &mut hello);
         stream.write_all(&hello).await?;
+        let mut answer = [0u8; wire::HANDSHAKE_BYTES];
+        stream.read_exact(&mut answer).await?;
+        if let Err(why) = self.check_answer(&answer) {
+            self.metrics.peer_dials_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = self.node, addr = %self.addr, "hanging up: {why}");
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        }
         Ok(stream)
+    }
+
+    /// Whether the handshake the accepting core answered with is that of
+    /// the peer core this link dialled.
+    fn check_answer(&self, answer: &[u8]) -> Result<(), String> {
+        let h = match wire::decode_handshake(answer) {
+            Ok(Decoded::Frame(h, _)) => h,
+            Ok(Decoded::NeedMore) => unreachable!("a whole handshake was read"),
+            Err(e) => return Err(format!("{} answered with no Myriad handshake: {e}", self.addr)),
+        };
+        let me = &self.hello;
+        if (h.cluster_id, h.version) != (me.cluster_id, me.version) {
+            return Err(format!("{} is cluster {:#x} at protocol version {}, this node cluster {:#x} at version {}", self.addr, h.cluster_id, h.version, me.cluster_id, me.version));
+        }
+        if (h.node_id, h.core, h.cores) != (self.node, me.core, me.cores) {
+            return Err(format!("{} is node {} core {}/{}, where node {} core {}/{} was configured", self.addr, h.node_id, h.core, h.cores, self.node, me.core, me.cores));
+        }
+        Ok(())
     }
 
     async fn write_loop(&self, mut stream: TcpStream) -> std::io::Result<()> {
@@ -215,9 +243,11 @@ impl PeerLink {
     }
 }
 
-/// What an accepted connection must prove in its handshake.
+/// What an accepted connection must prove in its handshake, and who
+/// answers it (`node_id`, with the rest of these fields).
 #[derive(Clone, Copy, Debug)]
 pub struct Expect {
+    pub node_id: u64,
     pub cluster_id: u64,
     pub core: u32,
     pub cores: u32,
@@ -295,6 +325,9 @@ async fn read_peer<F: Fn(u64, Inbound)>(mut stream: TcpStream, expect: Expect, i
         })?;
     };
     check_handshake(&hello, expect, is_peer)?;
+    let mut answer = Vec::with_capacity(wire::HANDSHAKE_BYTES);
+    wire::encode_handshake(&Handshake { cluster_id: expect.cluster_id, node_id: expect.node_id, core: expect.core, cores: expect.cores, version: expect.version }, &mut answer);
+    stream.write_all(&answer).await?;
     let result = read_frames(stream, buf, filled, hello.node_id, deliver, metrics).await;
     deliver(hello.node_id, Inbound::Lost);
     result
@@ -349,4 +382,64 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, filled: usize) -> 
         return Err(InboundError::Closed);
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer address where another node answers (a configuration that
+    /// swapped two nodes' addresses) is hung up on, and frames for the
+    /// configured node are not handed to it; the right node is connected.
+    #[test]
+    fn a_dial_answered_by_another_node_is_hung_up_on() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let hello = Handshake { cluster_id: 7, node_id: 1, core: 0, cores: 1, version: 3 };
+                for (answering, connects) in [(3, false), (2, true)] {
+                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    let frames_got = Rc::new(Cell::new(0usize));
+                    let got = frames_got.clone();
+                    // A peer core answering as node `answering`.
+                    let peer = glommio::spawn_local(async move {
+                        loop {
+                            let mut stream = listener.accept().await.unwrap();
+                            let mut theirs = [0u8; wire::HANDSHAKE_BYTES];
+                            stream.read_exact(&mut theirs).await.unwrap();
+                            let mut answer = Vec::new();
+                            wire::encode_handshake(&Handshake { node_id: answering, ..hello }, &mut answer);
+                            stream.write_all(&answer).await.unwrap();
+                            let mut rest = Vec::new();
+                            let _ = stream.read_to_end(&mut rest).await;
+                            got.set(got.get() + usize::from(!rest.is_empty()));
+                        }
+                    })
+                    .detach();
+                    let metrics = Arc::new(CoreMetrics::default());
+                    let link = PeerLink::new(2, addr, hello, Liveness { silence_timeout: Duration::from_secs(2) }, metrics.clone(), Arc::default());
+                    let running = glommio::spawn_local(link.clone().run()).detach();
+                    let settled = |m: &CoreMetrics| if connects { link.connected.get() } else { m.peer_dials_refused.load(Ordering::Relaxed) >= 2 };
+                    for _ in 0..500 {
+                        if settled(&metrics) {
+                            break;
+                        }
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                    assert!(settled(&metrics), "answered as node {answering}: connected {}, dials refused {:?}", link.connected.get(), metrics.peer_dials_refused);
+                    let heartbeat = raftcore::Message { from: raftcore::NodeId(1), to: raftcore::NodeId(2), term: raftcore::Term(1), body: raftcore::MessageBody::Heartbeat { commit: raftcore::LogIndex(0), round: 0 } };
+                    link.send(&[Envelope { group: 1, msg: heartbeat }], &[]);
+                    assert_eq!(metrics.frames_dropped.load(Ordering::Relaxed), u64::from(!connects), "answered as node {answering}");
+                    link.stop();
+                    running.cancel();
+                    peer.cancel();
+                    if !connects {
+                        assert_eq!(frames_got.get(), 0, "node 3 got a frame meant for node 2");
+                    }
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
