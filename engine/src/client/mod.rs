@@ -520,6 +520,47 @@ mod tests {
         drop(replier.join());
     }
 
+    /// A node that takes a request and then drops the connection without
+    /// an answer (a crash): a write ends `Unknown`, never retried (it may
+    /// have been applied), and a read, retried on every attempt, `Failed`
+    /// at the deadline.
+    #[test]
+    fn a_write_whose_connection_dies_unanswered_is_unknown() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut hello = vec![0u8; proto::CLIENT_HELLO_BYTES];
+                if stream.read_exact(&mut hello).is_err() {
+                    continue;
+                }
+                let mut answer = Vec::new();
+                proto::encode_server_hello(&ServerHello { node_id: 1, core: 0, cores: 1 }, &mut answer);
+                let _ = stream.write_all(&answer);
+                let (mut buf, mut filled) = (vec![0u8; 4096], 0);
+                while let Ok(n @ 1..) = stream.read(&mut buf[filled..]) {
+                    filled += n;
+                    if let Ok(crate::framing::Decoded::Frame(_, _)) = proto::decode_request(&buf[..filled]) {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        break; // and the connection drops, unanswered
+                    }
+                }
+            }
+        });
+        let map = ClusterMap { nodes: [(1, vec![addr])].into_iter().collect() };
+        let opts = ClientOptions { deadline: Duration::from_millis(300), ..ClientOptions::default() };
+        let mut client = Client::new(map, opts);
+        let write = client.put(5, "k", "v");
+        assert!(matches!(write, Outcome::Unknown(_)), "{write:?}");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::Relaxed), 1, "a write whose outcome is unknown is not sent again");
+        let read = client.get(5, "k");
+        assert!(matches!(read, Outcome::Failed(_)), "{read:?}");
+        assert!(requests.load(std::sync::atomic::Ordering::Relaxed) > 2, "a read is retried");
+    }
+
     /// Without a leader hint, a node that said it is about to stop is not
     /// tried while another is left.
     #[test]

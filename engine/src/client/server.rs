@@ -107,18 +107,21 @@ impl ClientConns {
 
 pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: usize, metrics: Arc<CoreMetrics>, tasks: TaskSet) {
     let bound = Bound { what: "client", open_max: connections_max, open: |m| &m.client_connections, refused: |m| &m.client_connections_refused };
-    let mut listener = BoundedListener::new(listener, bound, metrics);
+    let mut listener = BoundedListener::new(listener, bound, metrics.clone());
     loop {
         let (stream, held) = listener.accept().await;
         let Some(s) = shard.upgrade() else { return };
         let shard = shard.clone();
         let hello = ServerHello { node_id: s.node, core: s.core, cores: s.cores() };
         drop(s);
-        let inner = tasks.clone();
+        let (inner, metrics) = (tasks.clone(), metrics.clone());
         tasks.spawn(async move {
             let _held = held;
             let peer = stream.peer_addr().ok();
             if let Err(e) = connection(stream, hello, shard, inner).await {
+                if matches!(e, ConnError::Proto(_)) {
+                    metrics.client_protocol_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::warn!(?peer, "closing client connection: {e}");
             }
         });

@@ -34,6 +34,7 @@ pub struct CoreMetrics {
     pub client_requests: AtomicU64,
     pub client_connections: AtomicU64,
     pub client_connections_refused: AtomicU64,
+    pub client_protocol_errors: AtomicU64,
     pub groups_created: AtomicU64,
     pub groups_deleted: AtomicU64,
     pub groups_created_by_peers: AtomicU64,
@@ -106,6 +107,9 @@ pub struct MetricsSnapshot {
     /// Client connections closed at once because their core had its share
     /// of `client_connections_max` open.
     pub client_connections_refused: u64,
+    /// Client connections closed because what came over them broke the
+    /// protocol (a bad hello, a malformed or oversized frame).
+    pub client_protocol_errors: u64,
     pub groups_created: u64,
     pub groups_deleted: u64,
     /// Groups created here because a peer's leader or candidate sent a
@@ -179,6 +183,7 @@ impl MetricsSnapshot {
             s.snapshot_save_failures += get(&m.snapshot_save_failures);
             s.client_connections += get(&m.client_connections);
             s.client_connections_refused += get(&m.client_connections_refused);
+            s.client_protocol_errors += get(&m.client_protocol_errors);
             s.client_requests += get(&m.client_requests);
             s.groups_created += get(&m.groups_created);
             s.groups_deleted += get(&m.groups_deleted);
