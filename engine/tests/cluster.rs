@@ -128,22 +128,34 @@ fn stale_get(c: &TestCluster, node: u64, group: u64, key: &str) -> Outcome {
     c.client_of(node).call(group, Op::Get { key: Bytes::copy_from_slice(key.as_bytes()), consistency: Consistency::Stale })
 }
 
-/// Kills node 3 and puts `k0 ..` in group 1 `writes` times: far past the
-/// compaction interval (64 entries in tests), so the survivors compact
-/// their logs and node 3 can only catch up group 1 by snapshot.
-fn leave_node_3_behind_in_group_1(c: &mut TestCluster, client: &mut Client, writes: u64) {
+/// A value of 128 KiB.
+fn big_value(i: u64) -> Bytes {
+    Bytes::from(vec![i as u8; 128 << 10])
+}
+
+/// Kills node 3, puts `big_value(i)` under `big{i}` in group 1 for each
+/// `i < big_writes`, then `k0 ..` `writes` times: far past the compaction
+/// interval (64 entries in tests), so the survivors compact their logs and
+/// node 3 can only catch up group 1 by snapshot.
+fn leave_node_3_behind_in_group_1(c: &mut TestCluster, client: &mut Client, big_writes: u64, writes: u64) {
     c.kill(3);
-    for i in 0..writes {
+    let mut put = |key: String, value: Bytes| {
         // The first write may go to node 3 as it dies (if it led group 1)
         // and end unknown; written again it is the same write.
         let mut tries = 0;
         loop {
-            match client.put(1, format!("k{i}"), value(1, i)) {
+            match client.put(1, key.clone(), value.clone()) {
                 Outcome::Ok(Reply::Done) => break,
                 Outcome::Unknown(_) if tries < 3 => tries += 1,
-                other => panic!("put {i} while node 3 is down: {other:?}"),
+                other => panic!("put {key} while node 3 is down: {other:?}"),
             }
         }
+    };
+    for i in 0..big_writes {
+        put(format!("big{i}"), big_value(i));
+    }
+    for i in 0..writes {
+        put(format!("k{i}"), value(1, i));
     }
 }
 
@@ -156,11 +168,19 @@ fn killed_node_recovers_from_its_wal_and_catches_up_by_snapshot() {
     for id in 1..=3 {
         eventually(Duration::from_secs(10), "every replica applied", || (1..=groups).all(|g| stale_get(&c, id, g, "k") == Outcome::Ok(Reply::Value(Some(value(g, 0))))));
     }
-    leave_node_3_behind_in_group_1(&mut c, &mut client, 300);
+    // 2.5 MiB of state in group 1: its snapshot streams in 3 chunks of at
+    // most 1 MiB.
+    leave_node_3_behind_in_group_1(&mut c, &mut client, 20, 300);
     assert!(c.metrics(1).snapshots + c.metrics(2).snapshots > 0, "the survivors compacted");
+    let chunks = |c: &TestCluster| -> u64 { [1, 2].iter().map(|&id| c.metrics(id).messages_by_traffic.get(Traffic::SnapshotChunk)).sum() };
+    let chunks_before = chunks(&c);
     c.restart(3);
+    // The other groups take writes while the snapshot streams.
+    put_in_every_group(&mut client, groups, "during", 0, "a write in every group while node 3 catches up");
     eventually(Duration::from_secs(20), "node 3 caught up group 1", || stale_get(&c, 3, 1, "k299") == Outcome::Ok(Reply::Value(Some(value(1, 299)))));
     assert!(c.metrics(3).snapshots_installed > 0, "node 3 installed a snapshot: {:?}", c.metrics(3));
+    assert!(chunks(&c) - chunks_before >= 3, "a snapshot of 2.5 MiB streams in chunks of 1 MiB: {} chunks", chunks(&c) - chunks_before);
+    assert_eq!(stale_get(&c, 3, 1, "big19"), Outcome::Ok(Reply::Value(Some(big_value(19)))));
     // Its other groups came back from its own WAL.
     for g in 2..=groups {
         eventually(Duration::from_secs(5), "node 3 re-applied its WAL", || stale_get(&c, 3, g, "k") == Outcome::Ok(Reply::Value(Some(value(g, 0)))));
@@ -710,7 +730,7 @@ fn a_snapshot_that_cannot_be_saved_on_install_sets_aside_only_its_group() {
     let mut c = TestCluster::start(groups, 1);
     let mut client = c.client();
     put_in_every_group(&mut client, groups, "k", 0, "put before node 3 stops");
-    leave_node_3_behind_in_group_1(&mut c, &mut client, 150);
+    leave_node_3_behind_in_group_1(&mut c, &mut client, 0, 150);
     let blocker = c.dir.path().join(format!("node-3/core-0/snapshots/g{:016x}.snap.tmp", 1));
     std::fs::create_dir(&blocker).unwrap();
     c.restart(3);
