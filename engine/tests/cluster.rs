@@ -373,12 +373,14 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
     let mut c = TestCluster::start(4, 2);
     let mut client = c.client();
     assert!(matches!(client.put(1000, "k", "v"), Outcome::Failed(_)), "group 1000 does not exist yet");
-    let created: Vec<u64> = (1000..1200).collect();
-    for &g in &created {
-        expect_done(client.create_group(g), "create");
-    }
+    // Thousands at once: each core of each node gets its share in one
+    // pipelined burst and makes them durable together.
+    let created: Vec<u64> = (1000..3000).collect();
+    let outcomes = client.create_groups(&created);
+    assert!(outcomes.iter().all(|o| *o == Outcome::Ok(Reply::Done)), "{:?}", outcomes.iter().find(|o| **o != Outcome::Ok(Reply::Done)));
+    assert!((1..=3).all(|id| c.metrics(id).groups_created >= created.len() as u64));
     expect_done(client.create_group(1000), "creating twice is fine");
-    for &g in &created {
+    for g in created.iter().copied().step_by(10).chain([1001, 1199]) {
         expect_done(client.put(g, "k", value(g, 1)), "write to a new group");
     }
     expect_done(client.delete_group(1001), "delete");

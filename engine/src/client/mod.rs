@@ -216,6 +216,11 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Most group administration requests one connection carries at a time
+/// (`create_groups`): a window that neither side's socket buffers can fill
+/// while the other waits.
+pub const ADMIN_PIPELINE_MAX: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// How long one attempt waits for its reply.
@@ -293,62 +298,114 @@ impl Client {
     /// `Unknown` when fewer answered (those that did pass it on while they
     /// live), `Failed` when none did.
     pub fn create_group(&mut self, group: u64) -> Outcome {
-        self.on_every_node(group, Op::CreateGroup)
+        self.create_groups(&[group]).pop().expect("one outcome per group")
+    }
+
+    /// `create_group` for each of `groups`, pipelined: each node's core gets
+    /// its groups' requests together (up to `ADMIN_PIPELINE_MAX` at a
+    /// time), which it makes durable in one WAL write. One outcome per
+    /// group, in order.
+    pub fn create_groups(&mut self, groups: &[u64]) -> Vec<Outcome> {
+        self.on_every_node(groups, Op::CreateGroup)
     }
 
     /// Deletes `group` and its data on every node of the map, for good
     /// (idempotent; its id is not used again). Answered as `create_group`:
     /// a node that misses the request is told by those that did not.
     pub fn delete_group(&mut self, group: u64) -> Outcome {
-        self.leaders.remove(&group);
-        self.on_every_node(group, Op::DeleteGroup)
+        self.delete_groups(&[group]).pop().expect("one outcome per group")
+    }
+
+    /// `delete_group` for each of `groups`, pipelined as `create_groups`.
+    pub fn delete_groups(&mut self, groups: &[u64]) -> Vec<Outcome> {
+        for g in groups {
+            self.leaders.remove(g);
+        }
+        self.on_every_node(groups, Op::DeleteGroup)
     }
 
     /// Sends one request to `node`'s `core` and waits for its reply
     /// (replies to other ids on that connection are stale and skipped).
     fn round_trip(&mut self, node: u64, core: u32, group: u64, op: Op) -> Result<Reply, ConnectionError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let c = self.connection(node, core)?;
-        c.queue(&Request { id, group, op });
-        c.flush()?;
-        let reply = loop {
-            let resp = c.recv()?;
-            if resp.id == id {
-                break resp.reply;
+        let mut replies = self.pipeline(node, core, std::iter::once((group, op)))?;
+        Ok(replies.pop().expect("one reply per request"))
+    }
+
+    /// Asks every node of the map to do `op` to each of `groups` (see
+    /// `create_group`), pipelined per (node, core); per group, `Ok(Done)`
+    /// once a majority did it, `Unknown` when fewer did, `Failed` when none
+    /// did.
+    fn on_every_node(&mut self, groups: &[u64], op: Op) -> Vec<Outcome> {
+        let (cores, nodes): (u32, Vec<u64>) = (self.map.cores(), self.map.nodes.keys().copied().collect());
+        let mut done: Vec<Vec<u64>> = vec![Vec::new(); groups.len()];
+        let mut refusals: Vec<Vec<String>> = vec![Vec::new(); groups.len()];
+        for &node in &nodes {
+            for core in 0..cores {
+                let mine: Vec<usize> = (0..groups.len()).filter(|&i| core_of(groups[i], cores) == core).collect();
+                for chunk in mine.chunks(ADMIN_PIPELINE_MAX) {
+                    match self.pipeline(node, core, chunk.iter().map(|&i| (groups[i], op.clone()))) {
+                        Ok(replies) => {
+                            for (&i, reply) in chunk.iter().zip(replies) {
+                                match reply {
+                                    Reply::Done => done[i].push(node),
+                                    other => refusals[i].push(format!("node {node}: {other:?}")),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.conns.remove(&(node, core));
+                            for &i in chunk {
+                                refusals[i].push(format!("node {node}: {e}"));
+                            }
+                        }
+                    }
+                }
             }
-        };
-        if c.is_closing() {
+        }
+        done.into_iter()
+            .zip(refusals)
+            .map(|(done, refusals)| {
+                if done.len() > nodes.len() / 2 {
+                    Outcome::Ok(Reply::Done)
+                } else if done.is_empty() {
+                    Outcome::Failed(refusals.join("; "))
+                } else {
+                    Outcome::Unknown(format!("only nodes {done:?} did it ({}); they pass it on to the others while they live", refusals.join("; ")))
+                }
+            })
+            .collect()
+    }
+
+    /// Sends `requests` to `node`'s `core` in one write and waits for all
+    /// their replies, in the requests' order.
+    fn pipeline(&mut self, node: u64, core: u32, requests: impl Iterator<Item = (u64, Op)>) -> Result<Vec<Reply>, ConnectionError> {
+        let first = self.next_id;
+        let c = self.connection(node, core)?;
+        let mut count = 0;
+        for (group, op) in requests {
+            c.queue(&Request { id: first + count, group, op });
+            count += 1;
+        }
+        c.flush()?;
+        let mut replies: Vec<Option<Reply>> = vec![None; count as usize];
+        let mut left = count;
+        while left > 0 {
+            let resp = c.recv()?;
+            // Replies to other ids on this connection are stale: skipped.
+            if let Some(slot) = resp.id.checked_sub(first).and_then(|k| replies.get_mut(k as usize)) {
+                if slot.replace(resp.reply).is_none() {
+                    left -= 1;
+                }
+            }
+        }
+        let closing = c.is_closing();
+        self.next_id = first + count;
+        if closing {
             // Its node stops soon: the next request opens another connection.
             self.conns.remove(&(node, core));
             self.closing_since.insert(node, Instant::now());
         }
-        Ok(reply)
-    }
-
-    /// Asks every node of the map (see `create_group`): `Ok(Done)` once a
-    /// majority did it, `Unknown` when fewer did, `Failed` when none did.
-    fn on_every_node(&mut self, group: u64, op: Op) -> Outcome {
-        let core = core_of(group, self.map.cores());
-        let nodes: Vec<u64> = self.map.nodes.keys().copied().collect();
-        let (mut done, mut refusals) = (Vec::new(), Vec::new());
-        for &node in &nodes {
-            match self.round_trip(node, core, group, op.clone()) {
-                Ok(Reply::Done) => done.push(node),
-                Ok(other) => refusals.push(format!("node {node}: {other:?}")),
-                Err(e) => {
-                    self.conns.remove(&(node, core));
-                    refusals.push(format!("node {node}: {e}"));
-                }
-            }
-        }
-        if done.len() > nodes.len() / 2 {
-            Outcome::Ok(Reply::Done)
-        } else if done.is_empty() {
-            Outcome::Failed(refusals.join("; "))
-        } else {
-            Outcome::Unknown(format!("only nodes {done:?} did it ({}); they pass it on to the others while they live", refusals.join("; ")))
-        }
+        Ok(replies.into_iter().map(|r| r.expect("every reply came")).collect())
     }
 
     fn pick_node(&mut self, group: u64) -> u64 {
