@@ -182,20 +182,9 @@ pub enum ConfigError {
     PortOverlap(String),
     #[error("the peer port {port} + {cores} cores does not fit in 65535")]
     PortRange { port: u16, cores: u32 },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
 }
 
 impl NodeConfig {
-    pub fn from_toml_file(path: &std::path::Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let cfg: NodeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(ConfigError::ZeroNodeId);

@@ -182,26 +182,17 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     Ok(cfg)
 }
 
-/// Reads a node's TOML configuration.
-///
-/// `NodeConfig` keys `peers` by `u64`, but the `toml` crate hands table keys
-/// to serde only as strings, so `NodeConfig::from_toml_file` refuses every
-/// file that lists peers ("invalid type: string \"1\", expected u64"). The
-/// document is therefore parsed as TOML and deserialized through
-/// `serde_json`, whose map keys parse into integers; `NodeConfig`'s own serde
-/// attributes (defaults, unknown fields refused) still apply.
+/// Reads a node's TOML configuration (`NodeConfig`'s serde attributes:
+/// defaults, unknown fields refused, peers keyed by id strings).
 pub fn load_config(path: &Path) -> anyhow::Result<NodeConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the configuration {}", path.display()))?;
     let doc: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let json = serde_json::to_value(doc).expect("a TOML table converts to JSON");
-    serde_json::from_value(json).with_context(|| format!("{}: not a node configuration", path.display()))
+    doc.try_into().with_context(|| format!("{}: not a node configuration", path.display()))
 }
 
-/// `cfg` as TOML that `load_config` reads back (the same bridge, reversed).
+/// `cfg` as TOML that `load_config` reads back.
 fn to_toml(cfg: &NodeConfig) -> anyhow::Result<String> {
-    let json = serde_json::to_value(cfg).context("serializing the configuration")?;
-    let table: toml::Table = serde_json::from_value(json).context("converting the configuration to TOML")?;
-    toml::to_string(&table).context("writing the configuration as TOML")
+    toml::to_string(cfg).context("writing the configuration as TOML")
 }
 
 /// Refuses taken ports before the node starts (overlapping ranges are
