@@ -397,6 +397,12 @@ fn groups_are_created_and_deleted_at_runtime_and_survive_restarts() {
     }
     let mut client = c.client();
     expect_done(client.put(5000, "k", "v"), "the empty group survived restarts");
+    // Thousands deleted at once: one tombstone sync and one WAL write per
+    // core and burst.
+    let outcomes = client.delete_groups(&created[1000..]);
+    assert!(outcomes.iter().all(|o| *o == Outcome::Ok(Reply::Done)), "{:?}", outcomes.iter().find(|o| **o != Outcome::Ok(Reply::Done)));
+    assert!(matches!(client.get(2999, "k"), Outcome::Failed(_)), "deleted at once");
+    assert_eq!(client.get(1999, "k"), Outcome::Ok(Reply::Value(None)), "the groups before them stay");
     expect_done(client.put(2, "k", "v"), "configured groups are still there");
     // Deleting a group no node has (again) writes nothing; it is answered
     // even by cores that have nothing else to do.

@@ -458,6 +458,11 @@ impl Shard {
                     other => self.handle(other, &mut dirty, &mut batch, &mut admin),
                 }
             }
+            // Deletions of this iteration are durable before the WAL record
+            // that drops their groups, and before they are answered.
+            if let Err(e) = self.tombstones.borrow_mut().sync() {
+                failure = Some(anyhow::anyhow!("core {}: syncing {} failed: {e}", self.core, self.tombstones.borrow().path().display()));
+            }
             if self.stopped.get() || failure.is_some() {
                 break;
             }
@@ -914,7 +919,8 @@ impl Shard {
     }
 
     /// Deletes group `id` on this core for good: its tombstone first (an
-    /// error there deletes nothing), then the group, its WAL records (with
+    /// error there deletes nothing; it is synced at the end of the events,
+    /// before `batch` is written), then the group, its WAL records (with
     /// `batch`) and its snapshot. Deleting a group this core lacks leaves
     /// only the tombstone.
     fn delete_group(&self, groups: &mut GroupTable<Group>, batch: &mut Batch, id: u64) -> std::io::Result<()> {

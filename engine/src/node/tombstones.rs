@@ -5,9 +5,11 @@
 //! again: group ids are not reused.
 //!
 //! The file is a sequence of 16-byte records, `magic u32 LE · crc32c(id)
-//! u32 LE · id u64 LE`, each appended and synced before the deletion is
-//! answered. A torn last record (shorter than 16 bytes) was never answered
-//! and is dropped; a full record that does not check refuses the start.
+//! u32 LE · id u64 LE`. A core appends those of one loop iteration and
+//! syncs them once, before the WAL record that drops the groups is written
+//! and before any deletion is answered. A torn last record (shorter than 16
+//! bytes) was never answered and is dropped; a full record that does not
+//! check refuses the start.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -21,6 +23,8 @@ pub struct Tombstones {
     ids: HashSet<u64>,
     file: File,
     path: PathBuf,
+    /// Records appended since the last sync.
+    unsynced: bool,
 }
 
 impl Tombstones {
@@ -43,22 +47,39 @@ impl Tombstones {
         if !existed {
             File::open(dir)?.sync_all()?;
         }
-        Ok(Tombstones { ids, file, path })
+        Ok(Tombstones { ids, file, path, unsynced: false })
     }
 
     pub fn contains(&self, group: u64) -> bool {
         self.ids.contains(&group)
     }
 
-    /// Records `group` as deleted, durably; true if it was not already.
+    /// Records `group` as deleted (durable at the next `sync`); true if
+    /// it was not already. An error records nothing.
     pub fn add(&mut self, group: u64) -> io::Result<bool> {
         if self.ids.contains(&group) {
             return Ok(false);
         }
-        self.file.write_all(&encode(group))?;
-        self.file.sync_data()?;
+        let record = encode(group);
+        let end = self.file.metadata()?.len();
+        if let Err(e) = self.file.write_all(&record) {
+            // A short write (a full disk) must not leave half a record for
+            // the next one to follow.
+            let _ = self.file.set_len(end);
+            return Err(e);
+        }
+        self.unsynced = true;
         self.ids.insert(group);
         Ok(true)
+    }
+
+    /// Makes the records added so far durable (one sync for all of them).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -92,6 +113,7 @@ mod tests {
         assert!(t.add(7).unwrap());
         assert!(!t.add(7).unwrap(), "twice is once");
         assert!(t.add(u64::MAX).unwrap());
+        t.sync().unwrap();
         drop(t);
         // An append cut short by a crash.
         let mut f = OpenOptions::new().append(true).open(dir.path().join("deleted-groups")).unwrap();
