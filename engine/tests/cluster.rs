@@ -175,7 +175,9 @@ fn killed_node_recovers_from_its_wal_and_catches_up_by_snapshot() {
     let chunks = |c: &TestCluster| -> u64 { [1, 2].iter().map(|&id| c.metrics(id).messages_by_traffic.get(Traffic::SnapshotChunk)).sum() };
     let chunks_before = chunks(&c);
     c.restart(3);
-    // The other groups take writes while the snapshot streams.
+    // The other groups take writes while the snapshot streams (a new
+    // client: node 3 serves on new client ports).
+    let mut client = c.client();
     put_in_every_group(&mut client, groups, "during", 0, "a write in every group while node 3 catches up");
     eventually(Duration::from_secs(20), "node 3 caught up group 1", || stale_get(&c, 3, 1, "k299") == Outcome::Ok(Reply::Value(Some(value(1, 299)))));
     assert!(c.metrics(3).snapshots_installed > 0, "node 3 installed a snapshot: {:?}", c.metrics(3));
@@ -446,6 +448,8 @@ fn group_creations_and_deletions_reach_a_node_that_missed_them() {
     eventually(Duration::from_secs(20), "node 3 deletes group 900", || gone(&c, 3, 900));
     expect_done(c.client_of(1).delete_group(901), "a delete through node 1 alone");
     eventually(Duration::from_secs(10), "nodes 2 and 3 delete group 901", || gone(&c, 2, 901) && gone(&c, 3, 901));
+    // Node 3 serves on new client ports since its restart.
+    let mut client = c.client();
     let again = client.create_group(900);
     assert!(matches!(&again, Outcome::Failed(why) if why.contains("not used again")), "{again:?}");
     expect_done(client.put(1, "k", "v"), "the other groups serve");

@@ -379,12 +379,13 @@ impl Client {
     /// Sends `requests` to `node`'s `core` in one write and waits for all
     /// their replies, in the requests' order.
     fn pipeline(&mut self, node: u64, core: u32, requests: impl Iterator<Item = (u64, Op)>) -> Result<Vec<Reply>, ConnectionError> {
-        let first = self.next_id;
+        let requests: Vec<(u64, Op)> = requests.collect();
+        let (first, count) = (self.next_id, requests.len() as u64);
+        // Taken even if the connection fails: ids are never reused.
+        self.next_id += count;
         let c = self.connection(node, core)?;
-        let mut count = 0;
-        for (group, op) in requests {
-            c.queue(&Request { id: first + count, group, op });
-            count += 1;
+        for (k, (group, op)) in (0..).zip(requests) {
+            c.queue(&Request { id: first + k, group, op });
         }
         c.flush()?;
         let mut replies: Vec<Option<Reply>> = vec![None; count as usize];
@@ -398,9 +399,7 @@ impl Client {
                 }
             }
         }
-        let closing = c.is_closing();
-        self.next_id = first + count;
-        if closing {
+        if c.is_closing() {
             // Its node stops soon: the next request opens another connection.
             self.conns.remove(&(node, core));
             self.closing_since.insert(node, Instant::now());

@@ -26,7 +26,10 @@ pub const FRAME_MESSAGES_MAX: usize = 1 << 20;
 /// an entry's or a membership's overhead, so no frame reaches
 /// `FRAME_BYTES_MAX`.
 const FRAME_SPLIT_BYTES: usize = FRAME_BYTES_MAX / 2;
-const _: () = assert!(FRAME_SPLIT_BYTES as u64 + 2 * raftcore::limits::APPEND_BYTES_MAX <= FRAME_BYTES_MAX as u64);
+const _: () = {
+    let message_max = if raftcore::limits::APPEND_BYTES_MAX > raftcore::limits::SNAPSHOT_CHUNK_BYTES_MAX { raftcore::limits::APPEND_BYTES_MAX } else { raftcore::limits::SNAPSHOT_CHUNK_BYTES_MAX };
+    assert!(FRAME_SPLIT_BYTES as u64 + 2 * message_max <= FRAME_BYTES_MAX as u64);
+};
 /// Most deleted groups one frame tells of.
 pub const FRAME_DELETED_GROUPS_MAX: usize = 1 << 16;
 /// Most ids in one membership list carried by a snapshot.
