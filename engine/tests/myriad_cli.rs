@@ -363,6 +363,18 @@ fn three_node_cluster_through_the_cli() {
     let r = client(&layout, "get", 20, &["new"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.json()["error"].as_str().unwrap().contains("does not exist"), "{}", r.stdout);
+    // A range at once, pipelined; a deleted group's id is refused after.
+    let r = client(&layout, "create-group", 0, &["21", "--through", "520"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, r#"{"ok":true,"first":21,"last":520,"groups":500,"done":500,"unknown":[],"failed":[]}"#), "{}", r.stderr);
+    write_ok(&layout, "put", 520, &["new", "range"], "new", Some("range"));
+    let r = client(&layout, "delete-group", 0, &["20", "--through", "520"]);
+    assert_eq!((r.code, &r.json()["done"]), (0, &Value::from(501)), "{}", r.stdout);
+    let r = client(&layout, "create-group", 0, &["20", "--through", "21"]);
+    let v = r.json();
+    assert_eq!((r.code, &v["done"], v["failed"].as_array().map(Vec::len)), (1, &Value::from(0), Some(2)), "{v}");
+    assert!(v["failed"][0]["error"].as_str().unwrap().contains("not used again"), "{v}");
+    let r = client(&layout, "create-group", 0, &["30", "--through", "29"]);
+    assert_eq!(r.code, 2, "a backwards range is a usage error: {}", r.stderr);
 
     // Every replica applies the writes (stale reads of each node).
     for node in 1..=3 {

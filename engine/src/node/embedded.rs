@@ -5,6 +5,7 @@
 //! request goes straight to the core that owns its group.
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -17,6 +18,9 @@ use crate::client::Outcome;
 
 /// Requests waiting in one core's inbox; past it a call is refused `Busy`.
 pub const INBOX_CAPACITY: usize = 16_384;
+/// Requests from the inbox a core serves at once; beyond it the inbox is
+/// left to fill (see `Inbox::recv`).
+pub const INFLIGHT_MAX: usize = 16_384;
 
 /// One request and where its answer goes.
 pub struct Call {
@@ -45,13 +49,16 @@ pub struct Door {
 pub struct Inbox {
     rx: channel::Receiver<Call>,
     waiting: WakerSlot,
+    /// Requests taken and not yet answered (an atomic only so that the
+    /// inbox can be built on another thread: its core alone touches it).
+    inflight: Arc<AtomicUsize>,
 }
 
 /// A new inbox for one core and its door.
 pub fn inbox() -> (Door, Inbox) {
     let (tx, rx) = channel::bounded(INBOX_CAPACITY);
     let waiting = WakerSlot::default();
-    (Door { tx, waiting: waiting.clone() }, Inbox { rx, waiting })
+    (Door { tx, waiting: waiting.clone() }, Inbox { rx, waiting, inflight: Arc::default() })
 }
 
 impl Door {
@@ -73,8 +80,29 @@ impl Door {
 }
 
 impl Inbox {
-    /// The next request; `None` once every door is gone.
+    /// The next request once fewer than `INFLIGHT_MAX` taken from this
+    /// inbox wait for their answer (its answer must go through `answer`);
+    /// `None` once every door is gone.
     pub async fn recv(&self) -> Option<Call> {
+        while self.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
+            glommio::timer::sleep(INFLIGHT_POLL_INTERVAL).await;
+        }
+        let call = self.next().await?;
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        Some(call)
+    }
+
+    /// Where the answer to a request from `recv` goes. It leaves the
+    /// in-flight count when answered, or dropped unanswered.
+    pub fn answer(&self, reply: channel::Sender<Reply>) -> impl FnOnce(Reply) + 'static {
+        let answer = Answer { inflight: self.inflight.clone(), reply };
+        move |r| {
+            // The caller may have given up waiting.
+            let _ = answer.reply.send(r);
+        }
+    }
+
+    async fn next(&self) -> Option<Call> {
         poll_fn(|cx| {
             for attempt in 0..2 {
                 match self.rx.try_recv() {
@@ -93,6 +121,32 @@ impl Inbox {
         .await
     }
 }
+
+impl Drop for Inbox {
+    /// Requests its core never took are answered so: their callers need not
+    /// wait out their timeout, and a write among them certainly did not
+    /// apply.
+    fn drop(&mut self) {
+        while let Ok(call) = self.rx.try_recv() {
+            let _ = call.reply.send(Reply::Error(format!("the node's core stopped before it took the request for group {}", call.group)));
+        }
+    }
+}
+
+/// A request taken from an inbox, until answered or dropped.
+struct Answer {
+    inflight: Arc<AtomicUsize>,
+    reply: channel::Sender<Reply>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How often a full inbox looks again whether answers made room.
+const INFLIGHT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A node this process runs, as the embedded API reaches it. Cheap to
 /// clone; any thread may use it.
@@ -154,5 +208,55 @@ impl NodeHandle {
     /// this replica has applied).
     pub fn read(&self, group: u64, key: impl Into<bytes::Bytes>, consistency: Consistency, timeout: Duration) -> Outcome {
         self.call(group, Op::Get { key: key.into(), consistency }, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put() -> Op {
+        Op::Put { key: bytes::Bytes::from_static(b"k"), value: bytes::Bytes::from_static(b"v") }
+    }
+
+    /// A full inbox refuses at once (`Busy`, certainly not taken); requests
+    /// still in the inbox when its core stops are answered that they were
+    /// never taken; a stopped core's door refuses at once (`Failed`).
+    #[test]
+    fn a_full_or_stopped_inbox_refuses_at_once() {
+        let (door, inbox) = inbox();
+        let handle = NodeHandle::new(1, vec![door.clone()]);
+        let mut waiting = Vec::new();
+        for _ in 0..INBOX_CAPACITY {
+            let (tx, rx) = channel::bounded(1);
+            assert!(door.send(Call { group: 1, op: put(), reply: tx }).is_ok());
+            waiting.push(rx);
+        }
+        let t = Duration::from_secs(5);
+        assert_eq!(handle.call(1, put(), t), Outcome::Ok(Reply::Busy));
+        drop(inbox);
+        for rx in waiting {
+            assert!(matches!(rx.recv_timeout(t), Ok(Reply::Error(why)) if why.contains("before it took")));
+        }
+        assert!(matches!(handle.propose(1, put(), t), Outcome::Failed(why) if why.contains("stopped")));
+    }
+
+    /// A taken request leaves the in-flight count when it is answered, and
+    /// when its answer is dropped unanswered.
+    #[test]
+    fn answers_answered_or_dropped_leave_the_inflight_count() {
+        let (_door, inbox) = inbox();
+        for answered in [true, false] {
+            let (tx, rx) = channel::bounded(1);
+            inbox.inflight.fetch_add(1, Ordering::Relaxed);
+            let answer = inbox.answer(tx);
+            if answered {
+                answer(Reply::Done);
+                assert_eq!(rx.recv().ok(), Some(Reply::Done));
+            } else {
+                drop(answer);
+            }
+            assert_eq!(inbox.inflight.load(Ordering::Relaxed), 0);
+        }
     }
 }

@@ -60,6 +60,11 @@ pub struct Group {
     pub idle_ticks: u32,
     /// This replica leads the group (as of its last ready).
     leading: bool,
+    /// The connection from the node of the leader this follower knew ended
+    /// (`on_leader_node_lost`): it may not rest until a leader speaks to it
+    /// again. That node may be back at once, no longer leading: a follower
+    /// resting under it would refuse its pre-votes and never elect another.
+    leader_lost: bool,
     /// The node this replica last knew as the group's leader (0: none), as
     /// of its last ready; the core counts these (`Shard::leader_census`).
     pub known_leader: u64,
@@ -163,7 +168,7 @@ pub enum Visit {
 
 impl Group {
     pub fn new(id: u64, raw: RawNode<MemStorage>, sm: KvStore) -> Group {
-        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None, handover: None }
+        Group { id, raw, sm, proposals: VecDeque::new(), reads: Vec::new(), next_read_id: 1, scheduled: false, quiesced: false, idle_ticks: 0, leading: false, leader_lost: false, known_leader: 0, commit_at_last_tick: 0, snapshot_saving: None, handover: None }
     }
 
     /// Resumes ticking after quiescence; true if it was quiesced (the
@@ -220,10 +225,29 @@ impl Group {
     fn may_rest(&self, reachable: impl Fn(u64) -> bool) -> bool {
         let raft = &self.raw.raft;
         if raft.role != Role::Leader {
-            return reachable(raft.leader.0);
+            return !self.leader_lost && reachable(raft.leader.0);
         }
         let me = raft.id;
         raft.tracker.voters.vote_result(|id| Some(id == me || reachable(id.0))) == raftcore::quorum::VoteResult::Won
+    }
+
+    /// Steps a peer's message; one a leader sends (an append, a heartbeat,
+    /// a snapshot chunk) from the leader it then knows ends `leader_lost`.
+    pub fn step(&mut self, msg: raftcore::Message) {
+        let leader_speaks = self.leader_lost && matches!(msg.body, raftcore::MessageBody::Append { .. } | raftcore::MessageBody::Heartbeat { .. } | raftcore::MessageBody::SnapshotChunk { .. });
+        let from = msg.from;
+        self.raw.step(msg);
+        if leader_speaks && self.raw.raft.leader == from {
+            self.leader_lost = false;
+        }
+    }
+
+    /// The connection from the node of this replica's leader ended: until a
+    /// leader speaks to it again it keeps ticking (see `leader_lost`).
+    pub fn on_leader_node_lost(&mut self) {
+        if self.raw.raft.role != Role::Leader {
+            self.leader_lost = true;
+        }
     }
 
     /// Client requests waiting on this replica for an answer: writes in

@@ -335,9 +335,12 @@ async fn run_shard(plan: ShardPlan, addr_tx: mpsc::Sender<anyhow::Result<(u64, u
     let weak = Rc::downgrade(&shard);
     tasks.spawn(async move {
         while let Some(call) = inbox.recv().await {
-            let Some(shard) = weak.upgrade() else { return };
             let embedded::Call { group, op, reply } = call;
-            shard.request(crate::client::proto::Request { id: 0, group, op }, Box::new(move |r| drop(reply.send(r))));
+            let respond = Box::new(inbox.answer(reply));
+            match weak.upgrade() {
+                Some(shard) if !shard.is_stopped() => shard.request(crate::client::proto::Request { id: 0, group, op }, respond),
+                _ => respond(crate::client::proto::Reply::Error(format!("node {node} core {core} stopped before it took the request for group {group}"))),
+            }
         }
     });
     let tick = shard.tick();

@@ -156,6 +156,12 @@ pub struct Shard {
     /// (peer, group): peers to tell, with their next frame, that this core
     /// deleted a group (a deletion here, or a message for a deleted group).
     deletion_notices: RefCell<Vec<(u64, u64)>>,
+    /// (group, tick): the latest deletions here, told to every peer again
+    /// every `DELETION_RESEND_TICKS` for `DELETION_RESENDS` rounds.
+    recent_deletions: RefCell<VecDeque<(u64, u64)>>,
+    /// Groups deleted whose snapshot files go once their tombstones are
+    /// durable.
+    snapshots_to_remove: RefCell<Vec<u64>>,
 }
 
 /// Messages for each peer, gathered over one iteration.
@@ -217,6 +223,15 @@ impl Outbox {
         notices.retain(|(to, _)| peers.contains_key(to));
     }
 }
+
+/// Deletions are told to every peer again every this many ticks (2 s at the
+/// default tick) ...
+const DELETION_RESEND_TICKS: u64 = 20;
+/// ... this many times (about 30 s).
+const DELETION_RESENDS: u64 = 15;
+/// Most deletions told again; older ones reach a peer only in answer to a
+/// message for the group.
+const RECENT_DELETIONS_MAX: usize = 65_536;
 
 /// A group's election timeout: this many ticks and up to as many more.
 pub const ELECTION_TIMEOUT_TICKS: u32 = 10;
@@ -315,6 +330,8 @@ impl Shard {
             entry_bytes_max: entry_bytes_max(record_split_bytes),
             tombstones: RefCell::new(tombstones),
             deletion_notices: RefCell::default(),
+            recent_deletions: RefCell::default(),
+            snapshots_to_remove: RefCell::default(),
         })
     }
 
@@ -459,9 +476,13 @@ impl Shard {
                 }
             }
             // Deletions of this iteration are durable before the WAL record
-            // that drops their groups, and before they are answered.
-            if let Err(e) = self.tombstones.borrow_mut().sync() {
-                failure = Some(anyhow::anyhow!("core {}: syncing {} failed: {e}", self.core, self.tombstones.borrow().path().display()));
+            // that drops their groups, before their snapshot files go (a
+            // group without its snapshot but not known deleted would not
+            // recover), and before they are answered.
+            let synced = self.tombstones.borrow_mut().sync();
+            match synced {
+                Ok(()) => self.remove_deleted_snapshots(),
+                Err(e) => failure = Some(anyhow::anyhow!("core {}: syncing {} failed: {e}", self.core, self.tombstones.borrow().path().display())),
             }
             if self.stopped.get() || failure.is_some() {
                 break;
@@ -596,7 +617,7 @@ impl Shard {
                             if !matches!(env.msg.body, raftcore::MessageBody::HeartbeatResponse { .. }) {
                                 self.wake_group(g);
                             }
-                            g.raw.step(env.msg);
+                            g.step(env.msg);
                             schedule_if_ready(g, dirty);
                         }
                         None => self.on_unknown_group_message(&mut groups, batch, dirty, from, env),
@@ -658,6 +679,9 @@ impl Shard {
                 self.metrics.quiesced_groups.store(groups.len().saturating_sub(awake.len()) as u64, Ordering::Relaxed);
                 drop(awake);
                 self.ticks.set(self.ticks.get() + 1);
+                if self.ticks.get() % DELETION_RESEND_TICKS == 0 && !self.recent_deletions.borrow().is_empty() {
+                    self.announce_recent_deletions();
+                }
                 if self.switches.close_clients.load(Ordering::Relaxed) {
                     let waiting = self.client_conns.announce_closing();
                     self.metrics.closing_requests_waiting.store(waiting as u64, Ordering::Relaxed);
@@ -688,6 +712,9 @@ impl Shard {
                 let live = self.live_peers.borrow();
                 let quorum_lost = live.len() + 1 < self.cfg.voters().len() / 2 + 1;
                 for g in groups.values_mut().filter(|g| g.raw.raft.leader.0 == node || (quorum_lost && g.is_leading())) {
+                    if g.raw.raft.leader.0 == node {
+                        g.on_leader_node_lost();
+                    }
                     self.wake_group(g);
                 }
             }
@@ -924,15 +951,45 @@ impl Shard {
     /// `batch`) and its snapshot. Deleting a group this core lacks leaves
     /// only the tombstone.
     fn delete_group(&self, groups: &mut GroupTable<Group>, batch: &mut Batch, id: u64) -> std::io::Result<()> {
-        self.tombstones.borrow_mut().add(id)?;
+        if self.tombstones.borrow_mut().add(id)? {
+            let mut recent = self.recent_deletions.borrow_mut();
+            if recent.len() == RECENT_DELETIONS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back((id, self.ticks.get()));
+        }
         if self.take_out(groups, id) {
             batch.remove_group(wal::GroupId(id));
-            if let Err(e) = self.snapshots.remove(id) {
-                tracing::warn!("group {id}: {e}");
-            }
+            self.snapshots_to_remove.borrow_mut().push(id);
             self.metrics.groups_deleted.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Removes the snapshot files of the groups deleted since the last
+    /// call, once their tombstones are durable.
+    fn remove_deleted_snapshots(&self) {
+        for id in self.snapshots_to_remove.take() {
+            if let Err(e) = self.snapshots.remove(id) {
+                tracing::warn!("group {id}: {e}");
+            }
+        }
+    }
+
+    /// Tells every peer again of the groups deleted here lately: a notice
+    /// is dropped with its frame while a link is down or backed up, and a
+    /// replica resting on a peer (a follower whose leader is up, a leader
+    /// with its quorum) sends nothing that would be answered with one.
+    fn announce_recent_deletions(&self) {
+        let now = self.ticks.get();
+        let mut recent = self.recent_deletions.borrow_mut();
+        while recent.front().is_some_and(|&(_, at)| now.saturating_sub(at) > DELETION_RESEND_TICKS * DELETION_RESENDS) {
+            recent.pop_front();
+        }
+        let mut notices = self.deletion_notices.borrow_mut();
+        for &(group, _) in recent.iter() {
+            notices.extend(self.peers.keys().map(|&peer| (peer, group)));
+        }
     }
 
     /// A peer's message for a group this core does not have. If the group
@@ -959,7 +1016,7 @@ impl Shard {
         }
         self.metrics.groups_created_by_peers.fetch_add(1, Ordering::Relaxed);
         let g = groups.get_mut(id).expect("just created");
-        g.raw.step(env.msg);
+        g.step(env.msg);
         schedule_if_ready(g, dirty);
     }
 

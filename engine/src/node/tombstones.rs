@@ -7,9 +7,10 @@
 //! The file is a sequence of 16-byte records, `magic u32 LE · crc32c(id)
 //! u32 LE · id u64 LE`. A core appends those of one loop iteration and
 //! syncs them once, before the WAL record that drops the groups is written
-//! and before any deletion is answered. A torn last record (shorter than 16
-//! bytes) was never answered and is dropped; a full record that does not
-//! check refuses the start.
+//! and before any deletion is answered. What a crash before that sync can
+//! leave at the end (a record shorter than 16 bytes, or zeros where the file
+//! grew before its data reached the disk) was never answered and is
+//! dropped; any other record that does not check refuses the start.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -34,7 +35,10 @@ impl Tombstones {
         let existed = path.exists();
         let bytes = if existed { std::fs::read(&path)? } else { Vec::new() };
         let mut ids = HashSet::new();
-        let whole = bytes.len() / RECORD_BYTES * RECORD_BYTES;
+        let mut whole = bytes.len() / RECORD_BYTES * RECORD_BYTES;
+        while whole > 0 && bytes[whole - RECORD_BYTES..whole].iter().all(|&b| b == 0) {
+            whole -= RECORD_BYTES;
+        }
         for (k, record) in bytes[..whole].chunks_exact(RECORD_BYTES).enumerate() {
             ids.insert(decode(record).ok_or_else(|| anyhow::anyhow!("{}: record {k} (at byte {}) is corrupt; refusing to start, since a group deleted here could otherwise be created again", path.display(), k * RECORD_BYTES))?);
         }
@@ -115,8 +119,10 @@ mod tests {
         assert!(t.add(u64::MAX).unwrap());
         t.sync().unwrap();
         drop(t);
-        // An append cut short by a crash.
+        // Appends cut short by a crash: zeros where the file grew, and half
+        // a record.
         let mut f = OpenOptions::new().append(true).open(dir.path().join("deleted-groups")).unwrap();
+        f.write_all(&[0; 2 * RECORD_BYTES]).unwrap();
         f.write_all(&encode(9)[..11]).unwrap();
         drop(f);
         let mut t = Tombstones::open(dir.path()).unwrap();

@@ -135,7 +135,14 @@ pub struct GroupAdminArgs {
     /// The group (no default: deleting one drops its data on every node).
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     group: u64,
+    /// Also every group after GROUP up to LAST (at most 1,000,000 in all),
+    /// pipelined: one JSON report for the range.
+    #[arg(long, value_name = "LAST")]
+    through: Option<u64>,
 }
+
+/// Most groups one `create-group`/`delete-group --through` handles.
+const GROUP_RANGE_MAX: u64 = 1_000_000;
 
 #[derive(Args)]
 pub struct MetricsArgs {
@@ -231,11 +238,78 @@ pub fn scan(args: ScanArgs) -> u8 {
 }
 
 pub fn create_group(args: GroupAdminArgs) -> u8 {
-    run(&args.target, None, Request { group: args.group, subject: None, op: Op::CreateGroup })
+    administer_groups(args, Op::CreateGroup)
 }
 
 pub fn delete_group(args: GroupAdminArgs) -> u8 {
-    run(&args.target, None, Request { group: args.group, subject: None, op: Op::DeleteGroup })
+    administer_groups(args, Op::DeleteGroup)
+}
+
+/// One group through `run`, or a range of them pipelined: `{"ok", "first",
+/// "last", "groups", "done", "unknown": [ids], "failed": [{"group",
+/// "error"}]}`; exit 0 when every group is done, 3 when some outcome is
+/// unknown and none failed, 1 when any failed.
+fn administer_groups(args: GroupAdminArgs, op: Op) -> u8 {
+    let Some(last) = args.through else {
+        return run(&args.target, None, Request { group: args.group, subject: None, op });
+    };
+    let first = args.group;
+    if last < first || last - first >= GROUP_RANGE_MAX {
+        return usage_error(&format!("--through {last} must be at least {first} and name at most {GROUP_RANGE_MAX} groups"));
+    }
+    let mut client = match connect(&args.target, None) {
+        Ok(c) => c,
+        Err(Refusal::Usage(e)) => return usage_error(&e),
+        Err(Refusal::Failed(e)) => {
+            println!("{}", Report::new(Some(false)).with("first", Value::from(first)).with("last", Value::from(last)).with("error", Value::from(e)).render());
+            return EXIT_FAILED;
+        }
+    };
+    let groups: Vec<u64> = (first..=last).collect();
+    let outcomes = match op {
+        Op::CreateGroup => client.create_groups(&groups),
+        _ => client.delete_groups(&groups),
+    };
+    let (mut done, mut unknown, mut failed) = (0u64, Vec::new(), Vec::new());
+    for (&group, outcome) in groups.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Ok(_) => done += 1,
+            Outcome::Unknown(_) => unknown.push(Value::from(group)),
+            Outcome::Failed(e) => failed.push(serde_json::json!({ "group": group, "error": e })),
+        }
+    }
+    let (ok, code) = match (unknown.is_empty(), failed.is_empty()) {
+        (true, true) => (Some(true), EXIT_OK),
+        (false, true) => (None, EXIT_UNKNOWN),
+        _ => (Some(false), EXIT_FAILED),
+    };
+    let report = Report::new(ok).with("first", Value::from(first)).with("last", Value::from(last)).with("groups", Value::from(groups.len())).with("done", Value::from(done));
+    println!("{}", report.with("unknown", Value::Array(unknown)).with("failed", Value::Array(failed)).render());
+    code
+}
+
+/// Why a command could not get a client going.
+enum Refusal {
+    /// The command line is wrong (exit 2).
+    Usage(String),
+    /// The cluster is not the one described (`--cores`).
+    Failed(String),
+}
+
+/// A client for `target` (only node `only_node`'s, if given), once its
+/// `--cores` agrees with the servers'.
+fn connect(target: &Target, only_node: Option<u64>) -> Result<Client, Refusal> {
+    let bases = cluster_bases(target).map_err(Refusal::Usage)?;
+    let mut map = ClusterMap::from_bases(&bases.0, target.cores);
+    if let Some(id) = only_node {
+        let Some(addrs) = map.nodes.remove(&id) else {
+            return Err(Refusal::Usage(format!("--node {id} is not in the cluster list")));
+        };
+        map.nodes = [(id, addrs)].into_iter().collect();
+    }
+    let opts = ClientOptions { request_timeout: Duration::from_millis(target.timeout_ms.max(1)), deadline: Duration::from_millis(target.deadline_ms), ..ClientOptions::default() };
+    check_cores(&map, target.cores, opts.request_timeout.min(PREFLIGHT_TIMEOUT)).map_err(Refusal::Failed)?;
+    Ok(Client::new(map, opts))
 }
 
 /// Asks each listed node for its counters: `{"ok":..., "nodes": {"ID":
@@ -345,22 +419,10 @@ fn usage_error(message: &str) -> u8 {
 /// Resolves the target, sends `req` (with the client's retries) and prints
 /// the report; returns the exit code.
 fn run(target: &Target, only_node: Option<u64>, req: Request) -> u8 {
-    let bases = match cluster_bases(target) {
-        Ok(b) => b,
-        Err(e) => return usage_error(&e),
-    };
-    let mut map = ClusterMap::from_bases(&bases.0, target.cores);
-    if let Some(id) = only_node {
-        let Some(addrs) = map.nodes.remove(&id) else {
-            return usage_error(&format!("--node {id} is not in the cluster list"));
-        };
-        map.nodes = [(id, addrs)].into_iter().collect();
-    }
-    let opts = ClientOptions { request_timeout: Duration::from_millis(target.timeout_ms.max(1)), deadline: Duration::from_millis(target.deadline_ms), ..ClientOptions::default() };
-    let (report, code) = match check_cores(&map, target.cores, opts.request_timeout.min(PREFLIGHT_TIMEOUT)) {
-        Err(e) => (failed(&req, e), EXIT_FAILED),
-        Ok(()) => {
-            let mut client = Client::new(map, opts);
+    let (report, code) = match connect(target, only_node) {
+        Err(Refusal::Usage(e)) => return usage_error(&e),
+        Err(Refusal::Failed(e)) => (failed(&req, e), EXIT_FAILED),
+        Ok(mut client) => {
             let outcome = match req.op {
                 Op::CreateGroup => client.create_group(req.group),
                 Op::DeleteGroup => client.delete_group(req.group),
