@@ -58,6 +58,7 @@ pub fn node_configs(shape: &EmbeddedShape, data_dir: &Path) -> anyhow::Result<BT
                 compact_every_entries: engine::node::COMPACT_EVERY_ENTRIES_DEFAULT,
                 log_entries_in_memory_max: shape.log_entries_in_memory_max,
                 client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
+                client_hello_timeout_ms: engine::node::CLIENT_HELLO_TIMEOUT_MS_DEFAULT,
                 stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
                 balance_leaders: true,
                 wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,

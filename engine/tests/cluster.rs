@@ -980,6 +980,24 @@ fn groups_led_by_a_node_back_at_once_get_a_leader_again() {
     put_in_every_group(&mut client, groups, "k", 1, "a write in every group once node x is back");
 }
 
+/// A client connection that never says hello is closed after
+/// `client_hello_timeout_ms` (here 200 ms; 10 s by default), and gives its
+/// place back.
+#[test]
+fn a_client_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    use std::io::Read;
+    let c = TestCluster::start_with(2, 1, |cfg| cfg.client_hello_timeout_ms = 200);
+    let mut silent = std::net::TcpStream::connect(c.client_addrs[&1][0]).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the node kept a silent connection open: {other:?}"),
+    }
+    eventually(Duration::from_secs(5), "its place given back", || c.metrics(1).client_connections == 0);
+}
+
 /// A drain kept on (the client's `Drain`) finds the leaderships that rested
 /// when it began and hands them over; once every group rests again its
 /// ticks visit only the awake groups, not all of them every tick.

@@ -167,6 +167,7 @@ fn node_config(args: &RecoveryArgs, data_dir: &Path, sync: bool) -> anyhow::Resu
         compact_every_entries: COMPACT_NEVER_ENTRIES,
         log_entries_in_memory_max: COMPACT_NEVER_ENTRIES,
         client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
+        client_hello_timeout_ms: engine::node::CLIENT_HELLO_TIMEOUT_MS_DEFAULT,
         stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
         balance_leaders: true,
         wal_segment_size_bytes: engine::wal::limits::SEGMENT_SIZE_BYTES_DEFAULT,

@@ -33,8 +33,6 @@ const _: () = assert!(READ_CHUNK_BYTES <= proto::REQUEST_BYTES_MAX + 64);
 /// for the time it takes): 4,096 connections must not each hold their
 /// largest.
 const BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
-/// How long a new connection may take to send its hello.
-const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a connection whose client closed its sending half keeps waiting
 /// to write the answers still pending.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -105,7 +103,9 @@ impl ClientConns {
     }
 }
 
-pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: usize, metrics: Arc<CoreMetrics>, tasks: TaskSet) {
+/// Serves client connections on `listener`: at most `connections_max` open,
+/// each closed unless it says hello within `hello_timeout`.
+pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: usize, hello_timeout: std::time::Duration, metrics: Arc<CoreMetrics>, tasks: TaskSet) {
     let bound = Bound { what: "client", open_max: connections_max, open: |m| &m.client_connections, refused: |m| &m.client_connections_refused };
     let mut listener = BoundedListener::new(listener, bound, metrics.clone());
     loop {
@@ -118,7 +118,7 @@ pub async fn serve(listener: TcpListener, shard: Weak<Shard>, connections_max: u
         tasks.spawn(async move {
             let _held = held;
             let peer = stream.peer_addr().ok();
-            if let Err(e) = connection(stream, hello, shard, inner).await {
+            if let Err(e) = connection(stream, hello, hello_timeout, shard, inner).await {
                 if matches!(e, ConnError::Proto(_)) {
                     metrics.client_protocol_errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -136,11 +136,11 @@ enum ConnError {
     Proto(#[from] proto::ProtoError),
 }
 
-async fn connection(mut stream: TcpStream, hello: ServerHello, shard: Weak<Shard>, tasks: TaskSet) -> Result<(), ConnError> {
+async fn connection(mut stream: TcpStream, hello: ServerHello, hello_timeout: std::time::Duration, shard: Weak<Shard>, tasks: TaskSet) -> Result<(), ConnError> {
     stream.set_nodelay(true).map_err(crate::io_error)?;
     // A connection that never says hello would hold one of the core's
     // client connections for good.
-    stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(crate::io_error)?;
+    stream.set_read_timeout(Some(hello_timeout)).map_err(crate::io_error)?;
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut filled = 0;
     loop {

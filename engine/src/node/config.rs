@@ -68,6 +68,10 @@ pub struct NodeConfig {
     /// descriptors and read buffers (64 KiB each) that clients can take.
     #[serde(default = "default_client_connections_max")]
     pub client_connections_max: u32,
+    /// How long a new client connection may take to send its hello before
+    /// it is closed (it holds one of the core's connections meanwhile).
+    #[serde(default = "default_client_hello_timeout_ms")]
+    pub client_hello_timeout_ms: u64,
     /// On SIGINT or SIGTERM, `myriad serve` first hands every group this
     /// node leads to another voter (a leadership transfer each), waiting up
     /// to this long for the node to lead none, so that its groups do not go
@@ -102,6 +106,10 @@ pub const COMPACT_EVERY_ENTRIES_DEFAULT: u64 = 8192;
 pub const LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT: u64 = 4_000_000;
 /// `client_connections_max` unless configured.
 pub const CLIENT_CONNECTIONS_MAX_DEFAULT: u32 = 4096;
+/// `client_hello_timeout_ms` unless configured.
+pub const CLIENT_HELLO_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Longest `client_hello_timeout_ms` accepted (an hour).
+pub const CLIENT_HELLO_TIMEOUT_MS_MAX: u64 = 3_600_000;
 /// `stop_drain_ms` unless configured.
 pub const STOP_DRAIN_MS_DEFAULT: u64 = 5000;
 
@@ -115,6 +123,10 @@ fn default_log_entries_in_memory_max() -> u64 {
 
 fn default_client_connections_max() -> u32 {
     CLIENT_CONNECTIONS_MAX_DEFAULT
+}
+
+fn default_client_hello_timeout_ms() -> u64 {
+    CLIENT_HELLO_TIMEOUT_MS_DEFAULT
 }
 
 fn default_stop_drain_ms() -> u64 {
@@ -176,6 +188,8 @@ pub enum ConfigError {
     CompactEvery,
     #[error("client_connections_max ({max}) must be at least the core count ({cores}): each core takes its share")]
     ClientConnections { max: u32, cores: u32 },
+    #[error("client_hello_timeout_ms must be in 1..={CLIENT_HELLO_TIMEOUT_MS_MAX}, got {0}")]
+    HelloTimeout(u64),
     #[error("{0}")]
     Wal(String),
     #[error("{0}")]
@@ -186,6 +200,9 @@ pub enum ConfigError {
 
 impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=CLIENT_HELLO_TIMEOUT_MS_MAX).contains(&self.client_hello_timeout_ms) {
+            return Err(ConfigError::HelloTimeout(self.client_hello_timeout_ms));
+        }
         if self.node_id == 0 {
             return Err(ConfigError::ZeroNodeId);
         }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use glommio::net::TcpListener;
 
-pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT, STOP_DRAIN_MS_DEFAULT};
+pub use config::{core_of, NodeConfig, CLIENT_CONNECTIONS_MAX_DEFAULT, CLIENT_HELLO_TIMEOUT_MS_DEFAULT, COMPACT_EVERY_ENTRIES_DEFAULT, LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT, STOP_DRAIN_MS_DEFAULT};
 pub use metrics::{CoreMetrics, MetricsSnapshot};
 use drain::{DrainWatch, NodeSwitches, DRAIN_POLL_INTERVAL};
 use shard::{Event, Shard};
@@ -414,7 +414,7 @@ async fn start_shard(cfg: Rc<NodeConfig>, core: u32, node_metrics: Vec<Arc<CoreM
         }
     });
     tasks.spawn(peer::serve_inbound(peer_listener, expect, liveness, is_peer, deliver, metrics.clone(), tasks.clone()));
-    tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), cfg.client_connections_per_core(), metrics.clone(), tasks.clone()));
+    tasks.spawn(crate::client::server::serve(client_listener, Rc::downgrade(&shard), cfg.client_connections_per_core(), Duration::from_millis(cfg.client_hello_timeout_ms), metrics.clone(), tasks.clone()));
     let writer = shard.snapshot_writer.clone();
     let saver = Rc::downgrade(&shard);
     tasks.spawn(async move {

@@ -82,6 +82,7 @@ impl TestCluster {
                 compact_every_entries: 64,
                 log_entries_in_memory_max: engine::node::LOG_ENTRIES_IN_MEMORY_MAX_DEFAULT,
                 client_connections_max: engine::node::CLIENT_CONNECTIONS_MAX_DEFAULT,
+                client_hello_timeout_ms: engine::node::CLIENT_HELLO_TIMEOUT_MS_DEFAULT,
                 stop_drain_ms: engine::node::STOP_DRAIN_MS_DEFAULT,
                 balance_leaders: true,
                 // Small segments, so that purges rewrite idle groups forward in

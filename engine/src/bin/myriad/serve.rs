@@ -370,6 +370,10 @@ log_entries_in_memory_max = 4000000
 # beyond its share a core closes new connections at once.
 client_connections_max = 4096
 
+# How long a new client connection may take to say hello before it is
+# closed.
+client_hello_timeout_ms = 10000
+
 # On SIGINT or SIGTERM, first hand every group this node leads to another
 # node, waiting up to this long, so that no group waits out an election
 # timeout without a leader; 0 stops at once.
