@@ -467,7 +467,7 @@ fn a_lost_deletion_notice_is_told_again() {
     let mut client = c.client();
     put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
     let group = (1..=groups).find(|&g| client.leader_of(g).is_some_and(|l| l != 1)).expect("a group led by node 2 or 3");
-    eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
+    c.wait_all_at_rest(groups);
     c.relays[&(1, 3)].break_with(Break::Cut);
     expect_done(c.client_of(1).delete_group(group), "a delete through node 1 alone");
     eventually(Duration::from_secs(10), "node 2 deletes the group", || c.metrics(2).groups_deleted == 1);
@@ -641,7 +641,7 @@ fn a_partitioned_node_catches_up_and_deposes_no_leader(how: Break) {
     put_in_every_group(&mut client, groups, "k", 0, "put before the partition");
     let x = client.leader_of(1).expect("group 1 answered");
     let others: Vec<u64> = (1..=3).filter(|&id| id != x).collect();
-    eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
+    c.wait_all_at_rest(groups);
     // Resting groups send nothing; the links' keepalives show that every
     // node is still there (the silence timeout is 20 ticks: 1 s in tests).
     std::thread::sleep(Duration::from_millis(1500));
@@ -889,7 +889,7 @@ fn cut_off_node_at_rest() -> (TestCluster, u64, u64) {
     let c = TestCluster::start_relayed(groups, 2, |_| {});
     let mut client = c.client();
     put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
-    eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
+    c.wait_all_at_rest(groups);
     let (x, led) = c.busiest_node();
     assert!(led > 0, "node {x} leads no group");
     c.partition(x, Break::Cut);
@@ -971,7 +971,7 @@ fn groups_led_by_a_node_back_at_once_get_a_leader_again() {
     let mut c = TestCluster::start(groups, 2);
     let mut client = c.client();
     put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
-    eventually(Duration::from_secs(10), "every group at rest", || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups));
+    c.wait_all_at_rest(groups);
     let (x, led) = c.busiest_node();
     assert!(led > 0, "node {x} leads no group");
     c.kill(x);
@@ -1007,8 +1007,7 @@ fn a_drain_kept_on_hands_over_resting_leaderships_then_visits_only_awake_groups(
     let c = TestCluster::start(groups, 2);
     let mut client = c.client();
     put_in_every_group(&mut client, groups, "k", 0, "a write in every group");
-    let all_at_rest = || (1..=3).all(|id| c.metrics(id).quiesced_groups == groups);
-    eventually(Duration::from_secs(10), "every group at rest", all_at_rest);
+    c.wait_all_at_rest(groups);
     let x = c.drain_busiest_node();
     // 20 ticks of 50 ms, on each of 2 cores: a walk of every group each
     // time would be 20 times the groups. Groups can wake meanwhile (the
@@ -1018,12 +1017,12 @@ fn a_drain_kept_on_hands_over_resting_leaderships_then_visits_only_awake_groups(
     let calm = |c: &TestCluster| c.metrics(x).readies;
     let mut tries = 0;
     let (visited, readies) = loop {
-        eventually(Duration::from_secs(10), "every group at rest again", all_at_rest);
+        c.wait_all_at_rest(groups);
         let (visited_before, calm_before) = (c.metrics(x).drain_groups_visited, calm(&c));
         std::thread::sleep(Duration::from_secs(1));
         let visited = c.metrics(x).drain_groups_visited - visited_before;
         tries += 1;
-        if (all_at_rest() && calm(&c) == calm_before) || tries == 10 {
+        if (c.all_at_rest(groups) && calm(&c) == calm_before) || tries == 10 {
             break (visited, calm(&c) - calm_before);
         }
     };

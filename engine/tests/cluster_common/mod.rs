@@ -163,6 +163,16 @@ impl TestCluster {
         self.nodes.keys().map(|&id| (id, self.metrics(id).leaders)).max_by_key(|&(_, leads)| leads).expect("a node runs")
     }
 
+    /// Whether every replica of the first `groups` groups on every node rests.
+    pub fn all_at_rest(&self, groups: u64) -> bool {
+        self.nodes.keys().all(|&id| self.metrics(id).quiesced_groups == groups)
+    }
+
+    /// Waits until every replica rests (`all_at_rest`).
+    pub fn wait_all_at_rest(&self, groups: u64) {
+        eventually(Duration::from_secs(10), "every group at rest", || self.all_at_rest(groups));
+    }
+
     /// Drains the node leading the most groups until it leads none; returns it.
     pub fn drain_busiest_node(&self) -> u64 {
         let (x, _) = self.busiest_node();
